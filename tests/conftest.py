@@ -66,3 +66,46 @@ TINY_CONFIGS = {
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def save_tiny_encoder(kind: str, directory: Path) -> Path:
+    """Save a tiny random encoder of `kind` (a TINY_CONFIGS key) as a local pretrained directory."""
+    from transformers import AutoModel, WhisperForAudioClassification
+
+    torch.manual_seed(0)
+    config = TINY_CONFIGS[kind]()
+    model = WhisperForAudioClassification(config) if kind == "whisper" else AutoModel.from_config(config)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Whisper encoder saved as a local directory (what `--backbone DIR` loads)."""
+    return save_tiny_encoder("whisper", tmp_path_factory.mktemp("tiny-whisper"))
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic corpus of 4 voices x 4 emotions x 3 sentences (48 clips) in speaker folds."""
+    from sertune.corpora.synthetic import SynthSettings, synthesize
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    out = tmp_path_factory.mktemp("small-corpus")
+    synthesize(out, SynthSettings(speakers=4, sentences=3), progress=False)
+    return out
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run the `sertune` command line in-process: cli(argv) -> (exit code, stdout, stderr)."""
+    from sertune.cli import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        captured = capsys.readouterr()
+        return stop.value.code, captured.out, captured.err
+
+    return run

@@ -14,9 +14,13 @@ def _layer_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --method and the settings of every tuning method and of the head."""
-    defaults = TuningConfig()
+def add_tuning_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = True) -> None:
+    """Add --method and the settings of every tuning method and of the head.
+
+    Without defaults, options the user did not give are absent from the parsed arguments, so that
+    they do not override a config file.
+    """
+    defaults = TuningConfig() if with_defaults else _Absent()
     group = parser.add_argument_group("tuning method")
     known = ", ".join((*BASELINES, *PEFT_PARTS, *ALIASES))
     group.add_argument("--method", default=defaults.method, help=f"{known}, or parts joined by '+' (lora+prompt)")
@@ -30,13 +34,25 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adapter-scale", type=float, default=defaults.adapter_scale)
     group.add_argument("--adapter-dropout", type=float, default=defaults.adapter_dropout)
     group.add_argument("--prompt-length", type=int, default=defaults.prompt_length, help="prompt vectors per layer")
-    group.add_argument("--layers", type=_layer_list, default=None, help="layers to tune, e.g. 6,7,8 or -1,-2")
     group.add_argument(
-        "--train-feature-encoder", action="store_true", help="with --method full, also train the conv front end"
+        "--layers", type=_layer_list, default=defaults.layers, help="layers to tune, e.g. 6,7,8 or -1,-2"
+    )
+    flag_default = False if with_defaults else argparse.SUPPRESS
+    group.add_argument(
+        "--train-feature-encoder", action="store_true", default=flag_default,
+        help="with --method full, also train the conv front end",
     )
     group.add_argument(
-        "--include-embedding", action="store_true", help="the head also weighs the embedding / conv output"
+        "--include-embedding", action="store_true", default=flag_default,
+        help="the head also weighs the embedding / conv output",
     )
+
+
+class _Absent:
+    """Stands in for TuningConfig's defaults: every setting reads as 'not given'."""
+
+    def __getattr__(self, name: str) -> str:
+        return argparse.SUPPRESS
 
 
 def tuning_config_from_args(args: argparse.Namespace) -> TuningConfig:

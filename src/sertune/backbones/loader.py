@@ -131,11 +131,15 @@ def _quiet_transformers() -> Iterator[None]:
     # Loading only the encoder of a full Whisper checkpoint makes the library list every decoder
     # tensor as unexpected; that is the intent here, not a problem worth printing.
     previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a bar per encoder load is noise in a run of many folds
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_pretrained(

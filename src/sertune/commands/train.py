@@ -1,0 +1,115 @@
+"""`sertune train`: speaker-independent cross-validation of one backbone + method on a prepared corpus.
+
+Settings come from the defaults (the study's recipe, LoRA alpha 16), `--preset paper` (the study's
+recipe exactly), a `--config` YAML file, and flags, later ones winning. The run directory gets the
+resolved config.yaml, one folds/<fold>/ directory per fold and summary.json (docs/runs.md). Run it
+under `accelerate launch -m sertune train ...` for several GPUs or nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from sertune.config import PRECISIONS, PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
+from sertune.errors import SertuneError
+from sertune.options import add_tuning_arguments
+
+TRAIN_HELP = {
+    "epochs": "training epochs per fold",
+    "batch_size": "clips per training batch (per process)",
+    "lr": "Adam learning rate",
+    "weight_decay": "Adam weight decay (L2)",
+    "betas": "Adam betas",
+    "plateau_patience": "epochs without dev-loss improvement before the learning rate drops (0: never)",
+    "plateau_factor": "learning-rate factor on plateau",
+    "min_lr": "lowest learning rate of the plateau schedule",
+    "class_weights": "weigh the loss by inverse class frequency",
+    "max_seconds": "training crop length in seconds",
+    "eval_max_seconds": "evaluation uses each clip from its start up to this many seconds",
+    "eval_batch_size": "clips per evaluation batch (per process)",
+    "augment": "Gaussian noise (SNR 10-30 dB) and time masks on training clips",
+    "bucketing": "batch clips of similar length together",
+    "grad_accum": "batches per optimizer step",
+    "max_grad_norm": "clip gradients to this norm",
+    "precision": f"mixed precision: {', '.join(PRECISIONS)}",
+    "seed": "seed of every random choice",
+    "workers": "data-loading worker processes",
+    "feature_cache": "with --method frozen, cache the encoder's layer outputs on disk",
+    "cache_dir": "feature cache folder (default: ~/.cache/sertune/features)",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train and evaluate a method with cross-validation", description=__doc__,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("corpus", nargs="?", help="prepared corpus directory (optional with --resume)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory to write")
+    parser.add_argument("--backbone", help="encoder: short name (`sertune backbones`), hub id or local directory")
+    parser.add_argument("--folds", help="comma-separated fold names or 1-based numbers (default: all)")
+    parser.add_argument("--config", type=Path, help="YAML file of settings (see docs/training.md)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe, e.g. paper")
+    parser.add_argument("--resume", action="store_true", default=False, help="continue the run in --out")
+    add_tuning_arguments(parser, with_defaults=False)
+    group = parser.add_argument_group("training")
+    for field in dataclasses.fields(TrainConfig):
+        _add_train_option(group, field)
+    parser.set_defaults(func=run)
+
+
+def _add_train_option(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    help_text = TRAIN_HELP[field.name] + f" (default {field.default})"
+    if field.type in ("bool", bool):
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+    elif field.name == "betas":
+        group.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), help=help_text)
+    elif field.name == "precision":
+        group.add_argument(flag, choices=PRECISIONS, help=help_text)
+    else:
+        kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0], str)
+        group.add_argument(flag, type=kind, help=help_text)
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, arranged in config sections."""
+    given = vars(args)
+    settings: dict[str, Any] = {key: given[key] for key in ("corpus", "backbone", "folds") if given.get(key)}
+    if "corpus" in settings:
+        settings["corpus"] = str(Path(settings["corpus"]).resolve())
+    for section, cls in SECTIONS.items():
+        values = {f.name: given[f.name] for f in dataclasses.fields(cls) if f.init and f.name in given}
+        if values:
+            settings[section] = values
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from sertune.train import saved_config, train_run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.resume and (args.out / "config.yaml").is_file():
+        yaml_settings, origin = saved_config(args.out), str(args.out / "config.yaml")
+    elif "config" in args:
+        yaml_settings, origin = read_yaml(args.config), str(args.config)
+    else:
+        yaml_settings, origin = {}, "config"
+    config = resolve_config(
+        preset=getattr(args, "preset", None), yaml_settings=yaml_settings, flags=flag_settings(args),
+        yaml_origin=origin,
+    )
+    if not config.corpus:
+        raise SertuneError("give the prepared corpus directory (or `corpus:` in --config)")
+    summary = train_run(config, args.out, resume=args.resume)
+    test = summary["test"]
+    print(
+        f"{summary['corpus']} {summary['backbone']} {summary['method']}: test UAR "
+        f"{test['uar']['mean']:.1f} ± {(test['uar']['std'] or 0.0):.1f}% over {test['uar']['n']} fold(s); "
+        f"run saved in {args.out}"
+    )
+    return 0

@@ -1,0 +1,171 @@
+"""On-disk cache of a frozen encoder's layer outputs, so that `frozen` runs encode each clip once.
+
+An entry is one clip's L+1 hidden states as a float16 `.npy` array [L+1, frames, D], read back
+memory-mapped. Entries live under a key of the encoder's identity and the audio settings, and are
+named by a hash of the audio file's bytes: another run on the same encoder and clips (another fold,
+method or seed) reuses them, while a changed file or encoder never hits a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sertune.backbones import Backbone
+from sertune.corpora import Utterance
+from sertune.data import WaveformDataset, collate_waveforms, item_rng, make_loader
+from sertune.fileio import atomic_path, write_json_atomic
+from sertune.sampler import ShardedEvalBatchSampler
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """The cache directory of one encoder + audio settings; `entry(utterance)` is a clip's file."""
+
+    def __init__(self, root: str | Path, backbone: Backbone, *, sample_rate: int, max_samples: int) -> None:
+        identity: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "backbone": backbone.name,
+            "source": backbone.source,
+            "num_layers": backbone.num_layers,
+            "hidden_size": backbone.hidden_size,
+            "sample_rate": sample_rate,
+            "max_samples": max_samples,
+        }
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        self.directory = Path(root) / key
+        self.sample_rate = sample_rate
+        self.max_samples = max_samples
+        self._entries: dict[Path, Path] = {}
+        if not (self.directory / "key.json").is_file():
+            write_json_atomic(self.directory / "key.json", identity)
+
+    def entry(self, utterance: Utterance) -> Path:
+        """Where the clip's features are (or will be) stored; hashes the file once per process."""
+        path = Path(utterance.path)
+        if path not in self._entries:
+            try:
+                digest = file_digest(path)
+            except OSError:
+                # An unreadable clip has no entry; the loaders report it as they do for waveforms.
+                digest = "unreadable-" + hashlib.sha256(str(path).encode()).hexdigest()
+            self._entries[path] = self.directory / digest[:2] / f"{digest}.npy"
+        return self._entries[path]
+
+    def missing(self, utterances: Sequence[Utterance]) -> list[Utterance]:
+        """The clips that have no entry yet (each clip once, in the given order)."""
+        seen: set[Path] = set()
+        result = []
+        for utterance in utterances:
+            entry = self.entry(utterance)
+            if entry not in seen and not entry.is_file():
+                seen.add(entry)
+                result.append(utterance)
+        return result
+
+    @torch.inference_mode()
+    def fill(
+        self,
+        backbone: Backbone,
+        utterances: Sequence[Utterance],
+        labels: Sequence[str],
+        *,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Encode this rank's share of `utterances` and store each clip; returns the number stored."""
+        dataset = WaveformDataset(
+            utterances, labels, sample_rate=self.sample_rate, max_samples=self.max_samples, random_crop=False
+        )
+        budget = batch_size * self.max_samples / self.sample_rate
+        sampler = ShardedEvalBatchSampler(
+            dataset.durations(), batch_size, max_padded_length=budget, num_replicas=num_replicas, rank=rank
+        )
+        stored = 0
+        for batch in make_loader(dataset, sampler, collate_waveforms, workers=0):
+            if batch is None:
+                continue
+            encoded = backbone.encode(batch["input"].to(backbone.device), batch["length"])
+            states = torch.stack(encoded.hidden_states, dim=1).to(torch.float16).cpu().numpy()
+            frame_lengths = encoded.frame_lengths.tolist()
+            for row, (index, frames) in enumerate(zip(batch["index"].tolist(), frame_lengths, strict=True)):
+                with atomic_path(self.entry(dataset.utterances[index])) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, np.ascontiguousarray(states[row, :, :frames]))
+                stored += 1
+            if progress is not None:
+                progress(len(batch["index"]))
+        return stored
+
+
+class FeatureDataset(Dataset):
+    """Clips as cached layer outputs [L+1, frames, D] (float16, memory-mapped) with their class index.
+
+    Training items are random windows of `max_frames` frames, like the waveform crops (the features
+    of a window are cut from the whole clip's, so they also see context outside the window).
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        labels: Sequence[str],
+        cache: FeatureCache,
+        *,
+        max_frames: int,
+        max_seconds: float,
+        random_crop: bool,
+        seed: int = 0,
+    ) -> None:
+        self.utterances = list(utterances)
+        self.label_index = {name: i for i, name in enumerate(labels)}
+        self.entries = [cache.entry(utterance) for utterance in self.utterances]
+        self.max_frames = max_frames
+        self.max_seconds = max_seconds
+        self.random_crop = random_crop
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose crops the next iteration draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        entry = self.entries[index]
+        if not entry.is_file():
+            # Only clips whose audio could not be read have no entry after `fill`.
+            log.warning("skipping clip %s: no cached features (its audio could not be read)", self.utterances[index].id)
+            return None
+        states = np.load(entry, mmap_mode="r")
+        frames = states.shape[1]
+        offset = 0
+        if self.random_crop and frames > self.max_frames:
+            offset = int(item_rng(self.seed, self.epoch, index).integers(0, frames - self.max_frames + 1))
+        window = np.asarray(states[:, offset : offset + self.max_frames], dtype=np.float32)
+        return {"index": index, "input": window, "label": self.label_index[self.utterances[index].label]}
+
+    def durations(self) -> np.ndarray:
+        """Each item's length in seconds (for length bucketing)."""
+        return np.array([min(u.duration, self.max_seconds) for u in self.utterances])

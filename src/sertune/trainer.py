@@ -1,0 +1,378 @@
+"""Training one fold: epochs on accelerate, selection by dev UAR, atomic checkpoints, resume.
+
+After every finished epoch the fold directory holds the training state (`last/state.pt`), the
+history (`metrics.json`) and, when dev UAR improved, the new best checkpoint. A killed fold resumes
+from its last finished epoch and ends with the same numbers: every random draw of an epoch (crops,
+augmentation, dropout, batch order) is seeded from (seed, fold, epoch), not carried over from
+earlier epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from sertune.augment import WaveformAugment
+from sertune.backbones import load_backbone
+from sertune.checkpoint import WEIGHTS, save_classifier
+from sertune.config import RunConfig
+from sertune.corpora import Corpus, Fold, Utterance
+from sertune.data import WaveformDataset, collate_features, collate_waveforms, make_loader
+from sertune.errors import SertuneError
+from sertune.evaluate import Predictions, predict_dataset, score
+from sertune.feature_cache import FeatureCache, FeatureDataset
+from sertune.fileio import atomic_path, cache_dir, write_json_atomic, write_text_atomic
+from sertune.model import EmotionClassifier
+from sertune.sampler import LengthBucketBatchSampler
+
+log = logging.getLogger(__name__)
+CHECKPOINT, STATE, METRICS, PREDICTIONS = "checkpoint", "last/state.pt", "metrics.json", "predictions.csv"
+
+# Called after each finished epoch with (fold name, epoch); tests use it to interrupt a run.
+EpochCallback = Callable[[str, int], None]
+
+
+class TrainingDiverged(SertuneError):
+    """The training loss became NaN or infinite."""
+
+
+def epoch_seed(seed: int, fold_index: int, epoch: int) -> int:
+    """The seed of every random draw in one epoch of one fold."""
+    return int(np.random.default_rng((seed, fold_index, epoch)).integers(2**62))
+
+
+def class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    """Weights proportional to 1 / class count, scaled so a balanced set gets 1 each (absent class: 0)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class Split:
+    """The clips of one fold part and how they are batched."""
+
+    utterances: list[Utterance]
+    dataset: Any
+    collate: Callable
+
+
+class FoldTrainer:
+    """Trains, selects and tests one fold of a run; `run()` returns the fold's metrics.json content."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        config: RunConfig,
+        corpus: Corpus,
+        fold: Fold,
+        fold_index: int,
+        directory: Path,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> None:
+        self.accelerator = accelerator
+        self.config = config
+        self.train_config = config.train
+        self.corpus = corpus
+        self.fold = fold
+        self.fold_index = fold_index
+        self.directory = directory
+        self.on_epoch_end = on_epoch_end
+        self.labels = corpus.labels
+
+        torch.manual_seed(self.train_config.seed)  # the same initial weights in every fold
+        backbone = load_backbone(config.backbone)
+        self.classifier = EmotionClassifier(backbone, self.labels, config.tuning, config.head)
+        self.classifier.to(accelerator.device)
+        self.sample_rate = backbone.sample_rate
+        self.uses_cache = config.tuning.method == "frozen" and self.train_config.feature_cache
+        parts = {name: [corpus.by_id[i] for i in ids] for name, ids in fold.parts().items()}
+        self.splits = self._build_splits(parts)
+        train_labels = [self.labels.index(u.label) for u in parts["train"]]
+        self.class_weights = class_weights(train_labels, len(self.labels)) if self.train_config.class_weights else None
+
+        trainable = self.classifier.head if self.uses_cache else self.classifier
+        parameters = [p for p in trainable.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(
+            parameters, lr=self.train_config.lr, betas=self.train_config.betas,
+            weight_decay=self.train_config.weight_decay,
+        )
+        self.model, self.optimizer = accelerator.prepare(trainable, optimizer)
+        self.scheduler = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=self.train_config.plateau_factor,
+                patience=self.train_config.plateau_patience, min_lr=self.train_config.min_lr,
+            )
+            if self.train_config.plateau_patience > 0 else None
+        )
+        self.augment = WaveformAugment(sample_rate=self.sample_rate) if self.train_config.augment else None
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": 0, "uar": -1.0, "dev": None}
+
+    # -- data --------------------------------------------------------------------------------
+    def _build_splits(self, parts: dict[str, list[Utterance]]) -> dict[str, Split]:
+        tc, backbone = self.train_config, self.classifier.backbone
+        eval_samples = round(tc.eval_max_seconds * self.sample_rate)
+        train_samples = round(tc.max_seconds * self.sample_rate)
+        if not self.uses_cache:
+            return {
+                name: Split(clips, WaveformDataset(
+                    clips, self.labels, sample_rate=self.sample_rate,
+                    max_samples=train_samples if name == "train" else eval_samples,
+                    random_crop=name == "train", seed=tc.seed,
+                ), collate_waveforms)
+                for name, clips in parts.items()
+            }
+        root = Path(tc.cache_dir) if tc.cache_dir else cache_dir("features")
+        cache = FeatureCache(root, backbone, sample_rate=self.sample_rate, max_samples=eval_samples)
+        self._fill_cache(cache, [u for clips in parts.values() for u in clips])
+        train_frames = int(backbone.frame_lengths(torch.tensor([train_samples]))[0])
+        eval_frames = int(backbone.frame_lengths(torch.tensor([eval_samples]))[0])
+        return {
+            name: Split(clips, FeatureDataset(
+                clips, self.labels, cache,
+                max_frames=train_frames if name == "train" else eval_frames,
+                max_seconds=tc.max_seconds if name == "train" else tc.eval_max_seconds,
+                random_crop=name == "train", seed=tc.seed,
+            ), collate_features)
+            for name, clips in parts.items()
+        }
+
+    def _fill_cache(self, cache: FeatureCache, utterances: list[Utterance]) -> None:
+        accelerator = self.accelerator
+        missing = cache.missing(utterances)
+        if missing:
+            with tqdm(total=len(missing), desc=f"{self.fold.name} caching features", unit="clip",
+                      disable=not accelerator.is_main_process) as bar:
+                self.classifier.backbone.eval()
+                cache.fill(
+                    self.classifier.backbone, missing, self.labels, batch_size=self.train_config.eval_batch_size,
+                    num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+                    progress=lambda n: bar.update(n * accelerator.num_processes),
+                )
+        accelerator.wait_for_everyone()
+
+    def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = batch["input"].to(self.accelerator.device, non_blocking=True)
+        lengths = batch["length"].to(self.accelerator.device)
+        if self.uses_cache:
+            return model(inputs.unbind(1), lengths)
+        return model(inputs, lengths)
+
+    # -- training ----------------------------------------------------------------------------
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        backbone = self.classifier.backbone
+        if self.config.tuning.method == "frozen":
+            backbone.eval()  # a frozen encoder gives the same features as its cache would
+        for module in backbone.fixed_modules():
+            module.eval()
+
+    def _train_epoch(self, epoch: int) -> float:
+        tc, accelerator = self.train_config, self.accelerator
+        seed = epoch_seed(tc.seed, self.fold_index, epoch)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        split = self.splits["train"]
+        split.dataset.set_epoch(epoch)
+        sampler = LengthBucketBatchSampler(
+            split.dataset.durations(), tc.batch_size, bucketing=tc.bucketing, shuffle=True, seed=seed,
+            num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+        )
+        self._set_train_mode()
+        total, count = 0.0, 0
+        steps = len(sampler)
+        bar = tqdm(total=steps, desc=f"{self.fold.name} epoch {epoch}/{tc.epochs}", unit="step",
+                   disable=not accelerator.is_main_process, leave=False)
+        for step, batch in enumerate(make_loader(split.dataset, sampler, split.collate, tc.workers)):
+            if batch is None:
+                continue
+            if self.augment is not None and not self.uses_cache:
+                batch["input"] = self.augment(batch["input"], batch["length"], generator)
+            sync = (step + 1) % tc.grad_accum == 0 or step + 1 == steps
+            with accelerator.no_sync(self.model) if not sync else contextlib.nullcontext():
+                logits = self._forward(self.model, batch)
+                loss = F.cross_entropy(
+                    logits.float(), batch["label"].to(logits.device),
+                    weight=None if self.class_weights is None else self.class_weights.to(logits.device),
+                )
+                self._check_finite(loss, epoch, step)
+                accelerator.backward(loss / tc.grad_accum)
+            if sync:
+                if tc.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            value = loss.item()
+            total += value * len(batch["label"])
+            count += len(batch["label"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}", left=self._time_left(epoch))
+        bar.close()
+        sums = accelerator.reduce(torch.tensor([total, count], device=accelerator.device, dtype=torch.float64), "sum")
+        return float(sums[0] / max(float(sums[1]), 1.0))
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.accelerator.device)
+        if float(self.accelerator.reduce(bad, "sum")) > 0:
+            best = self.best["epoch"]
+            kept = f"the checkpoint of epoch {best} is kept" if best else "nothing was saved"
+            raise TrainingDiverged(
+                f"fold {self.fold.name}, epoch {epoch}, step {step + 1}: the training loss is {loss.item()}; "
+                f"the fold stopped ({kept}). Lower --lr, try --precision no, or check the clips of this fold."
+            )
+
+    def _time_left(self, epoch: int) -> str:
+        done = [row["seconds"] for row in self.history]
+        if not done:
+            return "?"
+        seconds = float(np.mean(done)) * (self.train_config.epochs - epoch + 1)
+        return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _predict(self, name: str) -> Predictions:
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        split = self.splits[name]
+        return predict_dataset(
+            self.accelerator, lambda batch: self._forward(model, batch), split.dataset, split.collate,
+            batch_size=self.train_config.eval_batch_size, max_seconds=self.train_config.eval_max_seconds,
+            workers=self.train_config.workers,
+        )
+
+    def _audio_settings(self) -> dict[str, Any]:
+        tc = self.train_config
+        return {"sample_rate": self.sample_rate, "max_seconds": tc.max_seconds, "eval_max_seconds": tc.eval_max_seconds}
+
+    # -- state on disk -----------------------------------------------------------------------
+    def _save_epoch(self, epoch: int, improved: bool) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        if improved:
+            save_classifier(self.classifier, self.directory / CHECKPOINT, audio=self._audio_settings())
+        state = {
+            "epoch": epoch,
+            "model": {k: v.cpu() for k, v in self.classifier.trained_state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "history": self.history,
+            "best": self.best,
+        }
+        with atomic_path(self.directory / STATE) as tmp:
+            torch.save(state, tmp)
+        write_json_atomic(self.directory / METRICS, self._metrics(complete=False))
+
+    def _resume(self) -> int:
+        path = self.directory / STATE
+        if not path.is_file():
+            return 0
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # any unreadable state means the same to the user
+            raise SertuneError(f"{path} is unreadable ({error}); delete it to restart fold {self.fold.name}") from None
+        self.classifier.load_trained_state_dict(state["model"], origin=str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.history, self.best = state["history"], state["best"]
+        log.info("fold %s: resuming after epoch %d", self.fold.name, state["epoch"])
+        return int(state["epoch"])
+
+    def _metrics(self, complete: bool, **results: Any) -> dict[str, Any]:
+        return {
+            "fold": self.fold.name,
+            "complete": complete,
+            "epochs": self.history,
+            "best_epoch": self.best["epoch"],
+            **results,
+        }
+
+    # -- the fold ----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train all epochs (continuing a killed fold), then test the best-dev-UAR epoch."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        start = self._resume()
+        writer = (
+            SummaryWriter(str(self.directory / "tensorboard"), purge_step=start + 1)
+            if self.accelerator.is_main_process else None
+        )
+        try:
+            for epoch in range(start + 1, self.train_config.epochs + 1):
+                began = time.perf_counter()
+                train_loss = self._train_epoch(epoch)
+                dev = self._predict("dev")
+                dev_loss = dev.loss(self.class_weights)
+                dev_metrics = score(dev, self.splits["dev"].utterances, self.labels)
+                lr = self.optimizer.param_groups[0]["lr"]
+                if self.scheduler is not None:
+                    self.scheduler.step(dev_loss)
+                row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss, "dev_uar": dev_metrics["uar"],
+                       "lr": lr, "seconds": time.perf_counter() - began}
+                self.history.append(row)
+                improved = dev_metrics["uar"] > self.best["uar"]
+                if improved:
+                    self.best = {"epoch": epoch, "uar": dev_metrics["uar"], "dev": dev_metrics}
+                self._save_epoch(epoch, improved)
+                if writer is not None:
+                    for key in ("train_loss", "dev_loss", "dev_uar", "lr"):
+                        writer.add_scalar(key, row[key], epoch)
+                    writer.flush()
+                self.accelerator.wait_for_everyone()
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(self.fold.name, epoch)
+        finally:
+            if writer is not None:
+                writer.close()
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        tensors = load_file(str(self.directory / CHECKPOINT / WEIGHTS))
+        self.classifier.load_trained_state_dict(tensors)
+        test = self._predict("test")
+        skipped = sorted(
+            set(range(len(self.splits["test"].utterances))) - set(test.indices.tolist())
+        )
+        result = self._metrics(
+            complete=True,
+            dev=self.best["dev"],
+            test=score(test, self.splits["test"].utterances, self.labels),
+            counts={
+                **{name: len(split.utterances) for name, split in self.splits.items()},
+                "test_skipped": [self.splits["test"].utterances[i].id for i in skipped],
+            },
+        )
+        if self.accelerator.is_main_process:
+            write_text_atomic(self.directory / PREDICTIONS, predictions_csv(test, self.splits["test"].utterances,
+                                                                             self.labels))
+            write_json_atomic(self.directory / METRICS, result)
+            (self.directory / STATE).unlink(missing_ok=True)
+            (self.directory / STATE).parent.rmdir()
+        self.accelerator.wait_for_everyone()
+        return result
+
+
+def predictions_csv(predictions: Predictions, utterances: list[Utterance], labels: list[str]) -> str:
+    """One row per test clip: id, true label, predicted label and the logits (repr-exact floats)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["id", "label", "predicted", *(f"logit_{name}" for name in labels)])
+    for index, logits in zip(predictions.indices, predictions.logits, strict=True):
+        utterance = utterances[index]
+        predicted = labels[int(np.argmax(logits))]
+        writer.writerow([utterance.id, utterance.label, predicted, *(repr(float(x)) for x in logits)])
+    return out.getvalue()
