@@ -1,6 +1,13 @@
 """sertune: parameter-efficient fine-tuning of speech encoders for speech emotion recognition."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from sertune.errors import SertuneError
+
+if TYPE_CHECKING:
+    from sertune.inference import Predictor
 
 __version__ = "0.1.0"
 
@@ -12,4 +19,14 @@ def load_backbone(name_or_path: str, **kwargs):
     return _load(name_or_path, **kwargs)
 
 
-__all__ = ["SertuneError", "__version__", "load_backbone"]
+def load(run_dir: str, **kwargs: Any) -> Predictor:
+    """A predictor for a trained run: `sertune.load("runs/x").predict("clip.wav")` (see sertune.inference.load).
+
+    Imported on first use, so that `import sertune` stays cheap.
+    """
+    from sertune.inference import load as _load
+
+    return _load(run_dir, **kwargs)
+
+
+__all__ = ["SertuneError", "__version__", "load", "load_backbone"]

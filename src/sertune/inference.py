@@ -1,0 +1,557 @@
+"""Predict emotions with a trained run: files or arrays in, labels and class probabilities out.
+
+`load(run_dir)` finds the checkpoint a run serves (docs/runs.md), rebuilds the classifier on its
+encoder, folds LoRA into the encoder when nothing else shares it, and returns a `Predictor`.
+Audio is prepared as training evaluated it: 16 kHz mono through `sertune.audio.load_audio`, the
+clip used whole up to the run's `eval_max_seconds`. Longer audio is cut into overlapping windows
+(by default the training crop length, hop half of it); the clip's answer is the mean of the
+windows' probabilities. `load_many` puts several runs that were trained on the same encoder onto
+ONE copy of it, each as a named adapter (what `sertune serve` does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sertune.audio import load_audio, resample
+from sertune.backbones import Backbone
+from sertune.backbones.whisper import HOP_LENGTH
+from sertune.checkpoint import METADATA, backbone_from_source, load_classifier, read_metadata
+from sertune.errors import SertuneError
+from sertune.model import EmotionClassifier
+
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[float]
+Span = tuple[int, int]
+
+# Used when a run's sertune.json predates the "audio" settings (the study's 6-s training crop).
+DEFAULT_MAX_SECONDS = 6.0
+DEFAULT_EVAL_MAX_SECONDS = 30.0
+# RMS below this (dB relative to full scale) counts as silence: far under any recorded speech, above
+# digital zero and dithering.
+SILENCE_DBFS = -60.0
+DEFAULT_BATCH_SIZE = 8
+_MAX_CHANNELS = 32  # a 2-D array with more columns than this is taken to be [channels, samples]
+
+
+# -- results ---------------------------------------------------------------------------------------
+@dataclass
+class Scores:
+    """What the classifier says about one stretch of audio."""
+
+    label: str
+    probabilities: dict[str, float]
+    # Raw logits of one forward pass; None for a windowed clip, whose answer averages probabilities.
+    logits: list[float] | None
+    silent: bool
+
+
+@dataclass
+class WindowPrediction(Scores):
+    """The scores of one window of a long clip; `start` and `end` in seconds."""
+
+    start: float = 0.0
+    end: float = 0.0
+
+
+@dataclass
+class Prediction(Scores):
+    """The answer for one input: its label and probabilities, and the windows it was cut into (if any).
+
+    For a windowed clip `probabilities` is the mean of the windows' probabilities and `label` their
+    argmax.
+    """
+
+    duration: float = 0.0
+    windows: list[WindowPrediction] | None = None
+    source: str | None = None  # the file, when the input was one
+    model: str | None = None  # the predictor's name, when it has one (served models do)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the shape `sertune predict --json` and the server return)."""
+        return asdict(self)
+
+
+@dataclass
+class ModelInfo:
+    """What a predictor serves; `eval_max_seconds` is the longest clip it takes whole."""
+
+    name: str | None
+    labels: list[str]
+    backbone: str
+    method: str
+    merged: bool
+    checkpoint: str | None
+    fold: str | None
+    sample_rate: int
+    window_seconds: float
+    eval_max_seconds: float
+    shares_encoder_with: list[str] = field(default_factory=list)
+
+
+# -- settings ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioSettings:
+    """How a run's clips were prepared: rate, training crop, and the longest clip evaluated whole."""
+
+    sample_rate: int = 16000
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    eval_max_seconds: float = DEFAULT_EVAL_MAX_SECONDS
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> AudioSettings:
+        """The `audio` entry of a `sertune.json`, with the study's defaults for what it lacks."""
+        audio = metadata.get("audio") or {}
+        return cls(
+            sample_rate=int(audio.get("sample_rate", 16000)),
+            max_seconds=float(audio.get("max_seconds") or DEFAULT_MAX_SECONDS),
+            eval_max_seconds=float(audio.get("eval_max_seconds") or DEFAULT_EVAL_MAX_SECONDS),
+        )
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Clips longer than `whole_limit` samples are cut into `window`-sample windows, `hop` apart."""
+
+    whole_limit: int
+    window: int
+    hop: int
+
+    def spans(self, length: int) -> list[Span]:
+        """Sample spans of a clip of `length` samples: the whole clip, or full windows covering it.
+
+        The last window is moved back to end at the clip's end, so every window is full length
+        (no short tail that would be scored on less audio, or be shorter than the encoder allows).
+        """
+        if length <= self.whole_limit:
+            return [(0, length)]
+        starts = [*range(0, length - self.window, self.hop), length - self.window]
+        return [(start, start + self.window) for start in starts]
+
+
+# -- run directories -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResolvedRun:
+    """The checkpoint directory a path given by the user stands for, and its fold (if known)."""
+
+    checkpoint: Path
+    fold: str | None
+
+
+def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun:
+    """The checkpoint behind a checkpoint, fold or run directory (docs/runs.md).
+
+    A run directory serves its fold with the highest dev UAR at the selected epoch (test scores
+    never choose), unless `fold` names one.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise SertuneError(f"{root}: no such run directory")
+    if not root.is_dir():
+        raise SertuneError(f"{root} is a file; give a run, fold or checkpoint directory")
+    if fold is not None:
+        folds = root / "folds"
+        if not folds.is_dir():
+            raise SertuneError(f"{root} is not a run directory (it has no folds/), so fold {fold!r} does not apply")
+        if not (folds / fold).is_dir():
+            names = sorted(p.name for p in folds.iterdir() if p.is_dir())
+            raise SertuneError(f"{root} has no fold {fold!r}; its folds are {names}")
+        root = folds / fold
+    if (root / METADATA).is_file():
+        parent = root.parent
+        return ResolvedRun(root, parent.name if parent.parent.name == "folds" else None)
+    if (root / "checkpoint").is_dir() or (root / "metrics.json").is_file():
+        if not (root / "checkpoint" / METADATA).is_file():
+            raise SertuneError(f"{root / 'checkpoint'} holds no {METADATA}: the fold has not saved a checkpoint yet")
+        return ResolvedRun(root / "checkpoint", root.name)
+    if (root / "folds").is_dir():
+        name = best_fold(root)
+        return ResolvedRun(root / "folds" / name / "checkpoint", name)
+    raise SertuneError(f"{root} is not a trained sertune run: it has no {METADATA}, checkpoint/ or folds/")
+
+
+def best_fold(run: Path) -> str:
+    """The finished fold of `run` with the highest dev UAR (ties: the first by name)."""
+    candidates: list[tuple[float, str]] = []
+    for metrics_path in sorted((run / "folds").glob("*/metrics.json")):
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+            raise SertuneError(f"{metrics_path} is unreadable ({error}); name a fold explicitly") from None
+        uar = (metrics.get("dev") or {}).get("uar")
+        checkpoint = metrics_path.parent / "checkpoint" / METADATA
+        if metrics.get("complete") and uar is not None and checkpoint.is_file():
+            candidates.append((float(uar), metrics_path.parent.name))
+    if not candidates:
+        raise SertuneError(
+            f"{run} has no finished fold with a checkpoint (folds/*/metrics.json with complete: true); "
+            "wait for training to finish a fold, or name a fold"
+        )
+    return max(candidates, key=lambda candidate: candidate[0])[1]
+
+
+# -- the predictor ---------------------------------------------------------------------------------
+_LOCKS: weakref.WeakKeyDictionary[Backbone, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def backbone_lock(backbone: Backbone) -> threading.Lock:
+    """The one lock of a backbone: held around activate + forward, so that predictors sharing the
+    encoder from several threads never run with each other's adapter active."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(backbone, threading.Lock())
+
+
+class Predictor:
+    """A trained classifier ready for inference: `predict(audio)` -> `Prediction`.
+
+    Thread-safe: predictors that share a backbone take turns on it.
+    """
+
+    def __init__(
+        self,
+        classifier: EmotionClassifier,
+        audio: AudioSettings,
+        *,
+        run: ResolvedRun | None = None,
+        name: str | None = None,
+        window: float | None = None,
+        hop: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.classifier = classifier.eval()
+        self.audio = audio
+        self.run = run
+        self.name = name
+        self.batch_size = max(1, batch_size)
+        self._lock = backbone_lock(classifier.backbone)
+        self.default_plan = self.plan(window, hop)  # checks the run's settings once, at load time
+
+    # -- what the model is ---------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio.sample_rate
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.classifier.backbone
+
+    def info(self) -> ModelInfo:
+        """Name, labels, encoder, method and checkpoint of the model (what GET /models lists)."""
+        return ModelInfo(
+            name=self.name,
+            labels=self.labels,
+            backbone=self.backbone.name,
+            method=self.classifier.tuning_config.method,
+            merged=self.classifier.merged,
+            checkpoint=str(self.run.checkpoint) if self.run else None,
+            fold=self.run.fold if self.run else None,
+            sample_rate=self.sample_rate,
+            window_seconds=self.default_plan.window / self.sample_rate,
+            eval_max_seconds=self.default_plan.whole_limit / self.sample_rate,
+        )
+
+    # -- preparing input -----------------------------------------------------------------------
+    def plan(self, window: float | None = None, hop: float | None = None) -> WindowPlan:
+        """Windowing for these window/hop seconds (None: the run's training crop, half of it as hop).
+
+        Without an explicit window, clips up to the run's `eval_max_seconds` are taken whole, as
+        training evaluated them; with one, anything longer than the window is windowed.
+        """
+        rate = self.sample_rate
+        limit = self._encoder_limit()
+        whole_seconds = self.audio.eval_max_seconds if window is None else window
+        window = self.audio.max_seconds if window is None else window
+        hop = window / 2 if hop is None else hop
+        if not (window > 0 and 0 < hop <= window):
+            raise SertuneError(f"window {window:g} s and hop {hop:g} s: need 0 < hop <= window")
+        window_samples, hop_samples = round(window * rate), max(1, round(hop * rate))
+        if window_samples < self.backbone.min_samples:
+            raise SertuneError(f"a {window:g}-s window is shorter than {self.backbone.name}'s minimum input")
+        if limit is not None and window_samples > limit:
+            raise SertuneError(f"a {window:g}-s window is longer than {self.backbone.name} encodes at once")
+        whole = round(whole_seconds * rate)
+        # Whisper cannot take more than 30 s at once however the run was evaluated.
+        whole = min(whole, limit) if limit is not None else whole
+        return WindowPlan(whole_limit=max(whole, window_samples), window=window_samples, hop=hop_samples)
+
+    def _encoder_limit(self) -> int | None:
+        """The most samples the encoder takes at once (Whisper: its 1500-frame positional table)."""
+        frames = getattr(self.backbone, "max_frames", None)
+        return None if frames is None else frames * 2 * HOP_LENGTH  # conv2 halves the mel frames
+
+    def waveform(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
+        """`audio` as the model's float32 mono waveform, checked for what the model can take.
+
+        A path is read with `load_audio` (any format soundfile reads; `sample_rate` is ignored).
+        An array is `[samples]`, `[samples, channels]` or `[channels, samples]`, float in [-1, 1]
+        or integer PCM, at `sample_rate` Hz (default: the model's rate).
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            wave, name = load_audio(audio, self.sample_rate), os.fspath(audio)
+        else:
+            wave, name = self._from_array(audio, sample_rate), "the audio"
+        if not np.isfinite(wave).all():
+            raise SertuneError(f"{name} contains NaN or infinite samples")
+        if len(wave) < self.backbone.min_samples:
+            raise SertuneError(
+                f"{name} is too short: {len(wave) / self.sample_rate * 1000:.1f} ms, but {self.backbone.name} "
+                f"needs at least {self.backbone.min_samples / self.sample_rate * 1000:.1f} ms"
+            )
+        return wave
+
+    def _from_array(self, audio: np.ndarray | torch.Tensor | Sequence[float], sample_rate: int | None) -> np.ndarray:
+        array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        if np.issubdtype(array.dtype, np.integer):  # PCM: full scale is the type's range
+            array = array / float(np.iinfo(array.dtype).max + 1)
+        array = array.astype(np.float32, copy=False)
+        if array.ndim == 2:
+            if array.shape[1] > _MAX_CHANNELS >= array.shape[0]:
+                array = array.T
+            array = array.mean(axis=1)
+        if array.ndim != 1:
+            raise SertuneError(f"expected a waveform of shape [samples] or [samples, channels], got {array.shape}")
+        if array.size == 0:
+            raise SertuneError("the audio holds no samples")
+        return resample(array, sample_rate or self.sample_rate, self.sample_rate)
+
+    # -- predicting ----------------------------------------------------------------------------
+    def predict(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None = None,
+        *,
+        window: float | None = None,
+        hop: float | None = None,
+    ) -> Prediction:
+        """Label and per-class probabilities of one file or array (windows too, for long audio)."""
+        return self.predict_many([audio], sample_rate, window=window, hop=hop)[0]
+
+    def predict_many(
+        self,
+        inputs: Iterable[AudioInput],
+        sample_rate: int | None = None,
+        *,
+        window: float | None = None,
+        hop: float | None = None,
+    ) -> list[Prediction]:
+        """`predict` for many inputs, their clips and windows run through the encoder in batches."""
+        waves, sources = [], []
+        for item in inputs:
+            waves.append(self.waveform(item, sample_rate))
+            sources.append(os.fspath(item) if isinstance(item, (str, os.PathLike)) else None)
+        return self.predict_waveforms(waves, sources=sources, window=window, hop=hop)
+
+    def predict_waveforms(
+        self,
+        waves: Sequence[np.ndarray],
+        *,
+        sources: Sequence[str | None] | None = None,
+        window: float | None = None,
+        hop: float | None = None,
+    ) -> list[Prediction]:
+        """Predictions for waveforms already prepared by `waveform` (the model's rate, mono)."""
+        plan = self.default_plan if window is None and hop is None else self.plan(window, hop)
+        spans = [plan.spans(len(wave)) for wave in waves]
+        segments = [wave[start:end] for wave, clip_spans in zip(waves, spans, strict=True) for start, end in clip_spans]
+        logits = iter(self.logits(segments))
+        sources = sources or [None] * len(waves)
+        predictions = []
+        for wave, clip_spans, source in zip(waves, spans, sources, strict=True):
+            parts = [(span, next(logits)) for span in clip_spans]
+            predictions.append(self._assemble(wave, parts, source))
+        return predictions
+
+    def logits(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw logits [len(waves), classes] of each waveform taken whole, in batches."""
+        output = np.zeros((len(waves), len(self.labels)), dtype=np.float32)
+        for batch in self._batches([len(wave) for wave in waves]):
+            output[batch] = self._forward([waves[i] for i in batch])
+        if not np.isfinite(output).all():
+            raise SertuneError("the model produced non-finite logits; the checkpoint may be corrupt")
+        return output
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped into batches of similar length (longest first, for less padding).
+
+        A group-norm conv front end (wav2vec2 / HuBERT base, WavLM Base+) normalises over the padding
+        too (measured: logits move by 1e-2), so there only equal lengths share a batch: a clip's
+        answer must not depend on what it was predicted with.
+        """
+        pads_exactly = getattr(self.backbone.model.config, "feat_extract_norm", "layer") == "layer"
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        for index in order:
+            last = batches[-1] if batches else None
+            fits = last is not None and len(last) < self.batch_size
+            if fits and (pads_exactly or lengths[last[0]] == lengths[index]):
+                last.append(index)
+            else:
+                batches.append([index])
+        return batches
+
+    def _forward(self, waves: list[np.ndarray]) -> np.ndarray:
+        lengths = torch.tensor([len(wave) for wave in waves])
+        batch = torch.zeros(len(waves), int(lengths.max()))
+        for row, wave in enumerate(waves):
+            batch[row, : len(wave)] = torch.from_numpy(wave)
+        device = self.backbone.device
+        with self._lock, torch.inference_mode():
+            logits = self.classifier(batch.to(device), lengths.to(device))
+        return logits.float().cpu().numpy()
+
+    def _scores(self, logits: np.ndarray, wave: np.ndarray) -> dict[str, Any]:
+        probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).tolist()
+        return {
+            "label": self.labels[int(np.argmax(logits))],
+            "probabilities": dict(zip(self.labels, probabilities, strict=True)),
+            "logits": logits.tolist(),
+            "silent": is_silent(wave),
+        }
+
+    def _assemble(self, wave: np.ndarray, parts: list[tuple[Span, np.ndarray]], source: str | None) -> Prediction:
+        rate = self.sample_rate
+        duration = len(wave) / rate
+        if len(parts) == 1 and parts[0][0] == (0, len(wave)):
+            return Prediction(**self._scores(parts[0][1], wave), duration=duration, source=source, model=self.name)
+        windows = [
+            WindowPrediction(**self._scores(logits, wave[start:end]), start=start / rate, end=end / rate)
+            for (start, end), logits in parts
+        ]
+        mean = np.mean([[w.probabilities[label] for label in self.labels] for w in windows], axis=0)
+        return Prediction(
+            label=self.labels[int(np.argmax(mean))],
+            probabilities=dict(zip(self.labels, mean.tolist(), strict=True)),
+            logits=None,
+            silent=is_silent(wave),
+            duration=duration,
+            windows=windows,
+            source=source,
+            model=self.name,
+        )
+
+
+def is_silent(wave: np.ndarray) -> bool:
+    """Whether the RMS level of `wave` is below `SILENCE_DBFS`."""
+    rms = math.sqrt(float(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
+    return rms == 0.0 or 20 * math.log10(rms) < SILENCE_DBFS
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def default_device() -> str:
+    """A GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(
+    run_dir: str | os.PathLike,
+    *,
+    fold: str | None = None,
+    device: str | torch.device | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    merge: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Predictor:
+    """A `Predictor` for a trained run (checkpoint, fold or run directory; see `resolve_run`).
+
+    LoRA is folded into the encoder (`merge=False` keeps it separate: bit-for-bit the training
+    forward, slightly slower). `window`/`hop` (seconds) override how long audio is cut.
+    """
+    run = resolve_run(run_dir, fold)
+    classifier = load_classifier(run.checkpoint, device=device or default_device())
+    if merge:
+        classifier.merge()
+    audio = AudioSettings.from_metadata(read_metadata(run.checkpoint))
+    return Predictor(classifier, audio, run=run, window=window, hop=hop, batch_size=batch_size)
+
+
+class EncoderPool:
+    """Encoders loaded once each; every run added becomes a named adapter on its run's encoder.
+
+    Runs share an encoder when their sertune.json names the same backbone and source. `full`
+    fine-tuning changes the encoder's own weights, so such a run always gets a copy of its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str | torch.device | None = None,
+        window: float | None = None,
+        hop: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.device = device or default_device()
+        self.settings = {"window": window, "hop": hop, "batch_size": batch_size}
+        self.backbones: dict[str, Backbone] = {}
+        self.predictors: dict[str, Predictor] = {}
+
+    def add(self, name: str, path: str | os.PathLike, *, fold: str | None = None) -> Predictor:
+        """Load run `path` as model `name`, on an encoder already in the pool when it has the run's one."""
+        check_model_name(name)
+        if name in self.predictors:
+            raise SertuneError(f"a model named {name!r} is already loaded")
+        run = resolve_run(path, fold)
+        metadata = read_metadata(run.checkpoint)
+        key = backbone_key(metadata) if metadata["tuning"].get("method") != "full" else f"full:{name}"
+        backbone = self.backbones.get(key)
+        if backbone is None:
+            spec = metadata["backbone"]
+            backbone = self.backbones[key] = backbone_from_source(spec["name"], spec["source"], device=self.device)
+        with warnings.catch_warnings():
+            # peft warns that a second adapter joins the model: sharing the encoder is the point here.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            classifier = load_classifier(run.checkpoint, backbone=backbone, adapter_name=name, device=self.device)
+        predictor = Predictor(classifier, AudioSettings.from_metadata(metadata), run=run, name=name, **self.settings)
+        self.predictors[name] = predictor
+        return predictor
+
+    def merge_lone_adapters(self) -> None:
+        """Fold LoRA into every encoder that holds a single run (LoRA cannot be merged into a shared one)."""
+        for predictor in self.predictors.values():
+            if len(predictor.backbone.tuning.configs) == 1:
+                predictor.classifier.merge()
+
+
+def load_many(
+    runs: Mapping[str, str | os.PathLike],
+    *,
+    device: str | torch.device | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[str, Predictor]:
+    """Predictors for named runs (name -> run, fold or checkpoint directory), ONE copy of each encoder
+    in memory (see `EncoderPool`); an encoder that serves a single run gets its LoRA merged."""
+    pool = EncoderPool(device=device, window=window, hop=hop, batch_size=batch_size)
+    for name, path in runs.items():
+        pool.add(name, path)
+    pool.merge_lone_adapters()
+    return pool.predictors
+
+
+def backbone_key(metadata: Mapping[str, Any]) -> str:
+    """Identity of the encoder a run was trained on: its name and where it was loaded from."""
+    backbone = metadata["backbone"]
+    return json.dumps([backbone["name"], backbone.get("source")], sort_keys=True)
+
+
+def check_model_name(name: str) -> None:
+    """Model names become adapter names inside the encoder: letters, digits, '-' and '_' only."""
+    if not name or not name[0].isalpha() or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 64:
+        raise SertuneError(f"model name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter")
