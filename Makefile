@@ -27,12 +27,19 @@ lint: install
 test: install system-deps lint
 	$(PY) -m pytest tests
 
-# Until training lands (issue 5), the demo stops after the corpus and its baseline.
+# The demo: a synthetic corpus, LoRA on the offline Whisper tiny.en encoder next to the MFCC
+# baseline on the same folds, the report, and one prediction (fold1's test speakers are spk05, spk10).
+DEMO_FOLDS ?= fold1
+DEMO_EPOCHS ?= 8
+DEMO_RUN := $(DEMO)/runs/whisper-tiny.en-lora
 demo: install system-deps
+	rm -rf $(DEMO)
 	$(VENV)/bin/sertune synth --out $(DEMO)/corpus
-	$(VENV)/bin/sertune corpus info $(DEMO)/corpus
-	$(VENV)/bin/sertune baseline $(DEMO)/corpus
-	$(VENV)/bin/sertune params --backbone whisper-tiny.en --method lora
+	$(VENV)/bin/sertune baseline $(DEMO)/corpus --folds $(DEMO_FOLDS) --out $(DEMO)/runs/mfcc-baseline
+	$(VENV)/bin/sertune train $(DEMO)/corpus --backbone whisper-tiny.en --method lora --folds $(DEMO_FOLDS) \
+		--epochs $(DEMO_EPOCHS) --lr 1e-3 --precision bf16 --out $(DEMO_RUN)
+	$(VENV)/bin/sertune report $(DEMO_RUN) $(DEMO)/runs/mfcc-baseline --out $(DEMO)/report
+	$(VENV)/bin/sertune predict $(DEMO_RUN) $(DEMO)/corpus/audio/spk05-sad-003.flac
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

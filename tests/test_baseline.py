@@ -7,9 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from sertune.baseline import mfcc, mfcc_baseline, mfcc_statistics
+from sertune.baseline import mfcc, mfcc_baseline, mfcc_statistics, write_baseline_run
 from sertune.corpora.synthetic import SynthSettings, synthesize
 from sertune.errors import SertuneError
+from sertune.report import load_run
 
 
 def test_mfcc_frames_and_statistics():
@@ -32,10 +33,15 @@ def test_synthetic_task_is_learnable_but_not_trivial(tmp_path):
     # 240 clips; the default corpus (1000 clips) measured 0.70 mean UAR over 5 folds.
     synthesize(tmp_path / "s", SynthSettings(speakers=10, sentences=6, seed=0), progress=False)
     result = mfcc_baseline(tmp_path / "s")
-    assert set(result["per_fold"]) == {f"fold{i}" for i in range(1, 6)}
-    assert 0.55 <= result["mean"] <= 0.85, result
-    assert result["std"] == pytest.approx(np.std(list(result["per_fold"].values())))
+    assert set(result["folds"]) == {f"fold{i}" for i in range(1, 6)}
+    uars = [fold["test"]["uar"] for fold in result["folds"].values()]
+    assert 55 <= result["test"]["uar"]["mean"] <= 85, result["test"]["uar"]
+    assert result["test"]["uar"]["std"] == pytest.approx(np.std(uars, ddof=1))
+    assert all(fold["test"]["n"] == 48 and "fairness" in fold["test"] for fold in result["folds"].values())
     single = mfcc_baseline(tmp_path / "s", folds=["fold2"])
-    assert single["per_fold"] == {"fold2": result["per_fold"]["fold2"]}
+    assert single["folds"]["fold2"]["test"] == result["folds"]["fold2"]["test"]
+    write_baseline_run(result, tmp_path / "run")
+    report = load_run(tmp_path / "run")
+    assert report.backbone == "mfcc-statistics" and len(report.folds) == 5
     with pytest.raises(SertuneError, match="no fold named"):
         mfcc_baseline(tmp_path / "s", folds=["fold9"])

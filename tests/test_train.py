@@ -40,7 +40,8 @@ def fold_metrics(run: Path, fold: str = "fold1") -> dict:
 
 
 def without_times(metrics: dict) -> dict:
-    return {**metrics, "epochs": [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["epochs"]]}
+    rows = [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in metrics["epochs"]]
+    return {**metrics, "epochs": rows}
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,9 @@ def test_cli_flags_reach_the_config(tmp_path: Path, small_corpus: Path, tiny_whi
     assert saved["train"]["augment"] is False and saved["folds"] == ["fold2"]
     assert "test UAR" in printed
     status, _, error = cli(["train", str(small_corpus), "--out", str(out), "--folds", "9"])
-    assert status == 2 and "already holds a run" in error
+    assert status == 2 and "fold '9' is not in synthetic's protocol (fold1, fold2, fold3, fold4, or 1..4)" in error
+    status, _, error = cli(["train", str(small_corpus), "--out", str(out)])
+    assert status == 2 and "already holds a run; pass --resume" in error
 
 
 def test_distributed_run_evaluates_every_test_clip_once(tmp_path: Path, small_corpus: Path,

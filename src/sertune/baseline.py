@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.fft import dct
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers.audio_utils import mel_filter_bank
@@ -21,9 +21,12 @@ from transformers.audio_utils import mel_filter_bank
 from sertune.audio import DEFAULT_SAMPLE_RATE, load_audio
 from sertune.corpora.manifest import load_corpus
 from sertune.errors import SertuneError
+from sertune.fileio import write_json_atomic
+from sertune.metrics import score_predictions, summarize_folds
 
 N_FFT, HOP, N_MELS, N_MFCC = 400, 160, 40, 20  # 25 ms windows every 10 ms at 16 kHz
 C_GRID = (0.01, 0.1, 1.0)
+BASELINE_NAME = "mfcc-statistics"
 
 _MEL = mel_filter_bank(
     num_frequency_bins=N_FFT // 2 + 1,
@@ -68,15 +71,12 @@ def _speaker_normalised(features: dict[str, np.ndarray], speaker_of: dict[str, s
     return normalised
 
 
-def _uar(model, features: np.ndarray, labels: np.ndarray) -> float:
-    return float(balanced_accuracy_score(labels, model.predict(features)))
-
-
 def mfcc_baseline(corpus_dir: str | Path, folds: list[str] | None = None, workers: int = 2) -> dict:
-    """Per-fold test UAR (0-1) of the MFCC-statistics logistic regression, with mean and std.
+    """Dev and test metrics per fold of the MFCC-statistics logistic regression, and their summary.
 
-    `folds` names the folds to run (default: all). Returns
-    `{"per_fold": {name: uar}, "mean": float, "std": float, "dev": {name: uar}, "C": {name: C}}`.
+    `folds` names the folds to run (default: all). Returns `{"corpus", "labels", "folds": {name:
+    {"C", "dev", "test"}}, "test": summary}`, where dev/test are `sertune.metrics.score_predictions`
+    (percent) and the summary is `summarize_folds` over the test metrics (mean, sample std, n).
     """
     corpus = load_corpus(corpus_dir)
     chosen = [fold for fold in corpus.folds if folds is None or fold.name in folds]
@@ -91,27 +91,60 @@ def mfcc_baseline(corpus_dir: str | Path, folds: list[str] | None = None, worker
         dict(zip(needed, rows, strict=True)), {uid: corpus.by_id[uid].speaker for uid in needed}
     )
 
-    def part(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return np.stack([features[uid] for uid in ids]), np.array([corpus.by_id[uid].label for uid in ids])
+    index = {name: i for i, name in enumerate(corpus.labels)}
 
-    per_fold, dev_scores, chosen_c = {}, {}, {}
+    def part(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return np.stack([features[uid] for uid in ids]), np.array([index[corpus.by_id[uid].label] for uid in ids])
+
+    def evaluate(model: Any, ids: list[str]) -> dict[str, Any]:
+        x, y = part(ids)
+        genders = [corpus.by_id[uid].gender for uid in ids]
+        return score_predictions(y, model.predict(x), genders, corpus.labels)
+
+    results: dict[str, dict[str, Any]] = {}
     for fold in chosen:
-        (x_train, y_train), (x_dev, y_dev), (x_test, y_test) = map(part, (fold.train, fold.dev, fold.test))
+        x_train, y_train = part(fold.train)
         best = None
         for c in C_GRID:
             model = make_pipeline(
                 StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
             ).fit(x_train, y_train)
-            score = _uar(model, x_dev, y_dev)
-            if best is None or score > best[0]:
-                best = (score, c, model)
-        dev_scores[fold.name], chosen_c[fold.name], model = best
-        per_fold[fold.name] = _uar(model, x_test, y_test)
-    scores = np.array(list(per_fold.values()))
+            dev = evaluate(model, fold.dev)
+            if best is None or dev["uar"] > best[0]["uar"]:
+                best = (dev, c, model)
+        dev, c, model = best
+        results[fold.name] = {"C": c, "dev": dev, "test": evaluate(model, fold.test)}
     return {
-        "per_fold": per_fold,
-        "mean": float(scores.mean()),
-        "std": float(scores.std()),
-        "dev": dev_scores,
-        "C": chosen_c,
+        "corpus": corpus.name,
+        "corpus_dir": str(corpus.root),
+        "labels": corpus.labels,
+        "folds": results,
+        "test": summarize_folds([result["test"] for result in results.values()]),
     }
+
+
+def write_baseline_run(result: dict[str, Any], out: str | Path) -> None:
+    """Write a baseline result as a run directory (docs/runs.md), so `sertune report` lists it beside models."""
+    out = Path(out)
+    n_features = 4 * N_MFCC
+    n_classes = len(result["labels"])
+    # The logistic regression's weights and biases are its trained parameters.
+    trained = n_features * n_classes + n_classes
+    for name, fold in result["folds"].items():
+        metrics = {"fold": name, "complete": True, "epochs": [], "best_epoch": None,
+                   "dev": fold["dev"], "test": fold["test"], "C": fold["C"]}
+        write_json_atomic(out / "folds" / name / "metrics.json", metrics)
+    write_json_atomic(out / "summary.json", {
+        "corpus": result["corpus"],
+        "corpus_dir": result["corpus_dir"],
+        "backbone": BASELINE_NAME,
+        "method": "logistic-regression",
+        "labels": result["labels"],
+        "parameters": {"tuning": 0, "head": trained, "trained": trained, "encoder": 0},
+        "checkpoint_bytes": None,
+        "folds": {
+            name: {"best_epoch": None, "dev": f["dev"], "test": f["test"]} for name, f in result["folds"].items()
+        },
+        "failed_folds": {},
+        "test": result["test"],
+    })

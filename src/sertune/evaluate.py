@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from sertune.corpora import Utterance
 from sertune.data import make_loader
-from sertune.metrics import classification_metrics, fairness_metrics
+from sertune.metrics import score_predictions
 from sertune.sampler import ShardedEvalBatchSampler
 
 # forward(batch) -> logits [B, classes]
@@ -79,8 +79,5 @@ def predict_dataset(
 
 def score(predictions: Predictions, utterances: Sequence[Utterance], labels: Sequence[str]) -> dict[str, Any]:
     """Classification metrics and gender fairness of a prediction set."""
-    predicted = predictions.logits.argmax(axis=1)
-    genders = [utterances[i].gender or "unknown" for i in predictions.indices]
-    metrics = classification_metrics(predictions.labels, predicted, labels)
-    metrics["fairness"] = fairness_metrics(predictions.labels, predicted, genders, labels)
-    return metrics
+    genders = [utterances[i].gender for i in predictions.indices]
+    return score_predictions(predictions.labels, predictions.logits.argmax(axis=1), genders, labels)

@@ -168,6 +168,18 @@ def fairness_metrics(
     }
 
 
+def score_predictions(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    genders: Sequence[Any],
+    labels: Sequence[str],
+) -> dict[str, Any]:
+    """`classification_metrics` of a prediction set with its gender `fairness_metrics` under "fairness"."""
+    metrics = classification_metrics(y_true, y_pred, labels)
+    metrics["fairness"] = fairness_metrics(y_true, y_pred, [g or "unknown" for g in genders], labels)
+    return metrics
+
+
 def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float | None]]:
     """Yield (dotted key, value) for every numeric or None leaf; lists (the confusion) are not scalars."""
     for key, value in metrics.items():

@@ -182,7 +182,8 @@ class FoldTrainer:
         for module in backbone.fixed_modules():
             module.eval()
 
-    def _train_epoch(self, epoch: int) -> float:
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the train part; returns (mean training loss, seconds spent)."""
         tc, accelerator = self.train_config, self.accelerator
         seed = epoch_seed(tc.seed, self.fold_index, epoch)
         torch.manual_seed(seed)
@@ -194,6 +195,7 @@ class FoldTrainer:
             num_replicas=accelerator.num_processes, rank=accelerator.process_index,
         )
         self._set_train_mode()
+        began = time.perf_counter()
         total, count = 0.0, 0
         steps = len(sampler)
         bar = tqdm(total=steps, desc=f"{self.fold.name} epoch {epoch}/{tc.epochs}", unit="step",
@@ -224,7 +226,7 @@ class FoldTrainer:
             bar.set_postfix(loss=f"{value:.3f}", left=self._time_left(epoch))
         bar.close()
         sums = accelerator.reduce(torch.tensor([total, count], device=accelerator.device, dtype=torch.float64), "sum")
-        return float(sums[0] / max(float(sums[1]), 1.0))
+        return float(sums[0] / max(float(sums[1]), 1.0)), time.perf_counter() - began
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.accelerator.device)
@@ -314,7 +316,7 @@ class FoldTrainer:
         try:
             for epoch in range(start + 1, self.train_config.epochs + 1):
                 began = time.perf_counter()
-                train_loss = self._train_epoch(epoch)
+                train_loss, train_seconds = self._train_epoch(epoch)
                 dev = self._predict("dev")
                 dev_loss = dev.loss(self.class_weights)
                 dev_metrics = score(dev, self.splits["dev"].utterances, self.labels)
@@ -322,7 +324,7 @@ class FoldTrainer:
                 if self.scheduler is not None:
                     self.scheduler.step(dev_loss)
                 row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss, "dev_uar": dev_metrics["uar"],
-                       "lr": lr, "seconds": time.perf_counter() - began}
+                       "lr": lr, "train_seconds": train_seconds, "seconds": time.perf_counter() - began}
                 self.history.append(row)
                 improved = dev_metrics["uar"] > self.best["uar"]
                 if improved:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sertune.baseline import mfcc_baseline
+from sertune.baseline import mfcc_baseline, write_baseline_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,6 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("corpus", type=Path, help="a prepared corpus directory")
     parser.add_argument("--folds", help="comma-separated fold names (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="parallel feature extraction jobs")
+    parser.add_argument(
+        "--out", type=Path, help="also write the result as a run directory, for `sertune report` beside trained runs"
+    )
     parser.set_defaults(func=run)
 
 
@@ -20,7 +23,12 @@ def run(args: argparse.Namespace) -> int:
     folds = [name.strip() for name in args.folds.split(",")] if args.folds else None
     result = mfcc_baseline(args.corpus, folds=folds, workers=args.workers)
     print(f"MFCC-statistics baseline on {args.corpus} (test UAR per speaker-independent fold)")
-    for name, uar in result["per_fold"].items():
-        print(f"  {name:<12} {100 * uar:6.1f}%")
-    print(f"  {'mean ± std':<12} {100 * result['mean']:6.1f} ± {100 * result['std']:.1f}%")
+    for name, fold in result["folds"].items():
+        print(f"  {name:<12} {fold['test']['uar']:6.1f}%")
+    uar = result["test"]["uar"]
+    spread = f" ± {uar['std']:.1f}" if uar["std"] is not None else ""
+    print(f"  {'mean ± std':<12} {uar['mean']:6.1f}{spread}%")
+    if args.out:
+        write_baseline_run(result, args.out)
+        print(f"run directory written to {args.out}")
     return 0
