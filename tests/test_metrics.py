@@ -142,6 +142,26 @@ def test_fairness_many_groups_matches_pairwise_brute_force():
     assert f["equality_of_opportunity"] == pytest.approx(100 * eo)
 
 
+def test_fairness_agrees_with_fairlearn_one_vs_rest():
+    from fairlearn.metrics import MetricFrame, selection_rate
+
+    rng = np.random.default_rng(11)
+    y_true = rng.integers(0, 4, 400)
+    y_pred = np.where(rng.random(400) < 0.6, y_true, rng.integers(0, 4, 400))
+    genders = rng.choice(["female", "male"], 400)
+    sp = eo = 0.0
+    for c in range(4):
+        frame = MetricFrame(
+            metrics={"selection": selection_rate, "recall": recall_score},
+            y_true=(y_true == c).astype(int), y_pred=(y_pred == c).astype(int), sensitive_features=genders,
+        )
+        gaps = frame.difference()
+        sp, eo = max(sp, gaps["selection"]), max(eo, gaps["recall"])
+    f = fairness_metrics(y_true, y_pred, genders, LABELS4)
+    assert f["statistical_parity"] == pytest.approx(100 * sp)
+    assert f["equality_of_opportunity"] == pytest.approx(100 * eo)
+
+
 def test_summarize_folds_sample_std_nested_keys_and_missing_values():
     folds = [
         {"uar": 60.0, "per_class_recall": {"a": 50.0, "b": None}, "confusion": [[1]], "fair": {"sp": None}},
