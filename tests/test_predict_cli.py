@@ -11,15 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sertune.cli import main
 from test_inference import LABELS, RATE, forward_logits, make_run
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +32,9 @@ def run_and_clips(tmp_path_factory: pytest.TempPathFactory, speech: np.ndarray):
     return root / "run", clips, classifier
 
 
-def test_json_probabilities_agree_with_the_classifiers_logits(run_and_clips, capsys) -> None:
+def test_json_probabilities_agree_with_the_classifiers_logits(run_and_clips, cli) -> None:
     run, clips, classifier = run_and_clips
-    code, out, err = _run(["predict", str(run), str(clips), "--json"], capsys)
+    code, out, err = cli(["predict", str(run), str(clips), "--json"])
     assert code == 0, err
     results = json.loads(out)
     assert [r["input"] for r in results] == [str(clips / "a.wav"), str(clips / "c.flac"), str(clips / "nested/b.wav")]
@@ -55,7 +47,7 @@ def test_json_probabilities_agree_with_the_classifiers_logits(run_and_clips, cap
         assert result["label"] == LABELS[int(np.argmax(logits))] and result["windows"] is None
 
 
-def test_globs_table_and_unreadable_files(run_and_clips, capsys, tmp_path) -> None:
+def test_globs_table_and_unreadable_files(run_and_clips, cli, tmp_path) -> None:
     run, clips, _ = run_and_clips
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
@@ -63,7 +55,7 @@ def test_globs_table_and_unreadable_files(run_and_clips, capsys, tmp_path) -> No
     sf.write(short, np.zeros(100, dtype=np.float32), RATE)
     pattern = str(clips / "**" / "*.wav")
     argv = ["predict", str(run), pattern, str(broken), str(short), str(tmp_path / "absent.wav")]
-    code, out, err = _run(argv, capsys)
+    code, out, err = cli(argv)
     assert code == 1
     lines = out.splitlines()
     assert lines[0].split()[:6] == ["input", "label", "neutral", "angry", "sad", "happy"]
@@ -74,11 +66,11 @@ def test_globs_table_and_unreadable_files(run_and_clips, capsys, tmp_path) -> No
     assert "3 input(s) failed, 2 predicted" in err and "Traceback" not in err
 
 
-def test_windows_in_csv_and_table(run_and_clips, capsys, tmp_path, speech) -> None:
+def test_windows_in_csv_and_table(run_and_clips, cli, tmp_path, speech) -> None:
     run, _, classifier = run_and_clips
     long = tmp_path / "long.wav"
     sf.write(long, speech[: RATE * 2], RATE, subtype="FLOAT")
-    code, out, _ = _run(["predict", str(run), str(long), "--csv", "--window", "1", "--hop", "0.5"], capsys)
+    code, out, _ = cli(["predict", str(run), str(long), "--csv", "--window", "1", "--hop", "0.5"])
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["segment"], r["start"], r["end"]) for r in rows] == [
@@ -91,7 +83,7 @@ def test_windows_in_csv_and_table(run_and_clips, capsys, tmp_path, speech) -> No
     logits = forward_logits(classifier, speech[RATE : RATE * 2])
     probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
     np.testing.assert_allclose([float(last[label]) for label in LABELS], probabilities, atol=1e-5)
-    code, out, _ = _run(["predict", str(run), str(long), "--window", "1"], capsys)
+    code, out, _ = cli(["predict", str(run), str(long), "--window", "1"])
     assert code == 0 and "3 windows, 2.0 s" in out and "  1.0-2.0 s" in out
 
 
@@ -103,7 +95,7 @@ def test_windows_in_csv_and_table(run_and_clips, capsys, tmp_path, speech) -> No
         ("corrupt", "sertune.json is corrupt"),
     ],
 )
-def test_unusable_run_directory_is_one_clear_line(tmp_path, capsys, layout, message, speech) -> None:
+def test_unusable_run_directory_is_one_clear_line(tmp_path, cli, layout, message, speech) -> None:
     clip = tmp_path / "clip.wav"
     sf.write(clip, speech[:RATE], RATE)
     run = tmp_path / "run"
@@ -111,6 +103,6 @@ def test_unusable_run_directory_is_one_clear_line(tmp_path, capsys, layout, mess
         run.mkdir()
     if layout == "corrupt":
         (run / "sertune.json").write_text("{broken")
-    code, _, err = _run(["predict", str(run), str(clip)], capsys)
+    code, _, err = cli(["predict", str(run), str(clip)])
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
+import sertune
+from sertune.audio import load_audio
 from sertune.backbones.base import Backbone
-from sertune.checkpoint import load_classifier
 from sertune.config import RunConfig, TrainConfig, resolve_config
 from sertune.corpora import load_corpus
 from sertune.errors import SertuneError
@@ -75,21 +75,23 @@ def test_run_writes_consistent_files(finished_run: Path, small_corpus: Path) -> 
     assert saved["train"]["epochs"] == 3 and saved["tuning"]["lora_rank"] == 4
 
 
-def test_checkpoint_reproduces_the_test_predictions(finished_run: Path, small_corpus: Path) -> None:
+def test_api_and_cli_predictions_equal_the_training_time_logits(finished_run: Path, small_corpus: Path, cli) -> None:
     corpus = load_corpus(small_corpus)
     with open(finished_run / "folds/fold1/predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["id"] for row in rows] == corpus.folds[0].test
-    classifier = load_classifier(finished_run / "folds/fold1/checkpoint")
-    from sertune.audio import load_audio
+    expected = np.array([[float(row[f"logit_{name}"]) for name in corpus.labels] for row in rows])
+    assert [row["predicted"] for row in rows] == [corpus.labels[i] for i in expected.argmax(axis=1)]
+    paths = [str(corpus.by_id[row["id"]].path) for row in rows]
 
-    for row in rows[:4]:
-        wave = torch.from_numpy(load_audio(corpus.by_id[row["id"]].path))[None]
-        with torch.inference_mode():
-            logits = classifier(wave).numpy()[0]
-        expected = [float(row[f"logit_{name}"]) for name in corpus.labels]
-        np.testing.assert_allclose(logits, expected, atol=1e-4)
-        assert row["predicted"] == corpus.labels[int(np.argmax(expected))]
+    predictor = sertune.load(finished_run)  # a one-fold run serves that fold, LoRA merged
+    assert predictor.info().fold == "fold1" and predictor.info().merged
+    np.testing.assert_allclose(predictor.logits([load_audio(path) for path in paths]), expected, atol=1e-4)
+    status, printed, _ = cli(["predict", str(finished_run), *paths[:6], "--json"])
+    assert status == 0
+    for result, path, logits in zip(json.loads(printed), paths, expected, strict=False):
+        assert result["source"] == path
+        np.testing.assert_allclose(result["logits"], logits, atol=1e-4)
 
 
 def test_resume_after_interruption_gives_the_same_numbers(

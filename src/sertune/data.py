@@ -27,27 +27,20 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng((seed, epoch, index))
 
 
-class WaveformDataset(Dataset):
-    """Clips as 16 kHz mono float32 waveforms with their class index.
+class ClipDataset(Dataset):
+    """Clips with their class index, cut to at most `max_seconds`; subclasses say how a clip is read.
 
-    Training items are random `max_samples` windows (a new window every epoch, see `set_epoch`);
-    evaluation items are the clip from its start, up to `max_samples`.
+    Training items (`random_crop`) are random windows, a new one every epoch (see `set_epoch`);
+    evaluation items are the clip from its start. Items that cannot be read are None.
     """
 
     def __init__(
-        self,
-        utterances: Sequence[Utterance],
-        labels: Sequence[str],
-        *,
-        sample_rate: int,
-        max_samples: int,
-        random_crop: bool,
+        self, utterances: Sequence[Utterance], labels: Sequence[str], *, max_seconds: float, random_crop: bool,
         seed: int = 0,
     ) -> None:
         self.utterances = list(utterances)
         self.label_index = {name: i for i, name in enumerate(labels)}
-        self.sample_rate = sample_rate
-        self.max_samples = max_samples
+        self.max_seconds = max_seconds
         self.random_crop = random_crop
         self.seed = seed
         self.epoch = 0
@@ -60,19 +53,42 @@ class WaveformDataset(Dataset):
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
+        rng = item_rng(self.seed, self.epoch, index) if self.random_crop else None
+        clip = self.read(index, rng)
+        if clip is None:
+            return None
+        return {"index": index, "input": clip, "label": self.label_index[self.utterances[index].label]}
+
+    def read(self, index: int, rng: np.random.Generator | None) -> np.ndarray | None:
+        """The (cropped) clip `index`, or None after reporting why it cannot be read."""
+        raise NotImplementedError
+
+    def durations(self) -> np.ndarray:
+        """Each item's length in seconds as the model will see it (for length bucketing)."""
+        return np.array([min(u.duration, self.max_seconds) for u in self.utterances])
+
+
+class WaveformDataset(ClipDataset):
+    """Clips as mono float32 waveforms at `sample_rate`, at most `max_samples` long."""
+
+    def __init__(
+        self, utterances: Sequence[Utterance], labels: Sequence[str], *, sample_rate: int, max_samples: int,
+        random_crop: bool, seed: int = 0,
+    ) -> None:
+        super().__init__(
+            utterances, labels, max_seconds=max_samples / sample_rate, random_crop=random_crop, seed=seed
+        )
+        self.sample_rate = sample_rate
+        self.max_samples = max_samples
+
+    def read(self, index: int, rng: np.random.Generator | None) -> np.ndarray | None:
         utterance = self.utterances[index]
         try:
             wave = load_audio(utterance.path, self.sample_rate)
         except SertuneError as error:
             log.warning("skipping clip %s: %s", utterance.id, error)
             return None
-        rng = item_rng(self.seed, self.epoch, index) if self.random_crop else None
-        return {"index": index, "input": crop(wave, self.max_samples, rng), "label": self.label_index[utterance.label]}
-
-    def durations(self) -> np.ndarray:
-        """Each item's length in seconds as the model will see it (for length bucketing)."""
-        limit = self.max_samples / self.sample_rate
-        return np.array([min(u.duration, limit) for u in self.utterances])
+        return crop(wave, self.max_samples, rng)
 
 
 def _pad_batch(items: list[dict[str, Any]], axis: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from sertune.backbones import Backbone
 from sertune.corpora import Utterance
-from sertune.data import WaveformDataset, collate_waveforms, item_rng, make_loader
+from sertune.data import ClipDataset, WaveformDataset, collate_waveforms, make_loader
 from sertune.fileio import atomic_path, write_json_atomic
 from sertune.sampler import ShardedEvalBatchSampler
 
@@ -118,54 +117,28 @@ class FeatureCache:
         return stored
 
 
-class FeatureDataset(Dataset):
-    """Clips as cached layer outputs [L+1, frames, D] (float16, memory-mapped) with their class index.
+class FeatureDataset(ClipDataset):
+    """Clips as cached layer outputs [L+1, frames, D] (float16, memory-mapped), at most `max_frames` long.
 
-    Training items are random windows of `max_frames` frames, like the waveform crops (the features
-    of a window are cut from the whole clip's, so they also see context outside the window).
+    Training windows are cut from the whole clip's features, so they also see context outside the
+    window (a waveform crop would not).
     """
 
     def __init__(
-        self,
-        utterances: Sequence[Utterance],
-        labels: Sequence[str],
-        cache: FeatureCache,
-        *,
-        max_frames: int,
-        max_seconds: float,
-        random_crop: bool,
-        seed: int = 0,
+        self, utterances: Sequence[Utterance], labels: Sequence[str], cache: FeatureCache, *, max_frames: int,
+        max_seconds: float, random_crop: bool, seed: int = 0,
     ) -> None:
-        self.utterances = list(utterances)
-        self.label_index = {name: i for i, name in enumerate(labels)}
+        super().__init__(utterances, labels, max_seconds=max_seconds, random_crop=random_crop, seed=seed)
         self.entries = [cache.entry(utterance) for utterance in self.utterances]
         self.max_frames = max_frames
-        self.max_seconds = max_seconds
-        self.random_crop = random_crop
-        self.seed = seed
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose crops the next iteration draws."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def read(self, index: int, rng: np.random.Generator | None) -> np.ndarray | None:
         entry = self.entries[index]
         if not entry.is_file():
             # Only clips whose audio could not be read have no entry after `fill`.
             log.warning("skipping clip %s: no cached features (its audio could not be read)", self.utterances[index].id)
             return None
         states = np.load(entry, mmap_mode="r")
-        frames = states.shape[1]
-        offset = 0
-        if self.random_crop and frames > self.max_frames:
-            offset = int(item_rng(self.seed, self.epoch, index).integers(0, frames - self.max_frames + 1))
-        window = np.asarray(states[:, offset : offset + self.max_frames], dtype=np.float32)
-        return {"index": index, "input": window, "label": self.label_index[self.utterances[index].label]}
-
-    def durations(self) -> np.ndarray:
-        """Each item's length in seconds (for length bucketing)."""
-        return np.array([min(u.duration, self.max_seconds) for u in self.utterances])
+        spare = states.shape[1] - self.max_frames
+        offset = int(rng.integers(0, spare + 1)) if rng is not None and spare > 0 else 0
+        return np.asarray(states[:, offset : offset + self.max_frames], dtype=np.float32)

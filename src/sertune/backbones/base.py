@@ -124,7 +124,8 @@ class Backbone(nn.Module):
             lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], dtype=torch.long)
         lengths = lengths.to(device=waveforms.device, dtype=torch.long)
         too_short = lengths < self.min_samples
-        if bool(too_short.any()):
+        # An exported graph cannot raise on tensor values (sertune.export records the minimum instead).
+        if not torch.compiler.is_exporting() and bool(too_short.any()):
             shortest = int(lengths.min())
             raise SertuneError(
                 f"a clip of {shortest} samples is shorter than {self.name}'s minimum of {self.min_samples} "

@@ -1,0 +1,71 @@
+"""Which checkpoint a path given by the user stands for: a checkpoint, fold or run directory (docs/runs.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sertune.checkpoint import METADATA
+from sertune.errors import SertuneError
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """The checkpoint directory a path given by the user stands for, and its fold (if known)."""
+
+    checkpoint: Path
+    fold: str | None
+
+
+def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun:
+    """The checkpoint behind a checkpoint, fold or run directory (docs/runs.md).
+
+    A run directory serves its fold with the highest dev UAR at the selected epoch (test scores
+    never choose), unless `fold` names one.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise SertuneError(f"{root}: no such run directory")
+    if not root.is_dir():
+        raise SertuneError(f"{root} is a file; give a run, fold or checkpoint directory")
+    if fold is not None:
+        folds = root / "folds"
+        if not folds.is_dir():
+            raise SertuneError(f"{root} is not a run directory (it has no folds/), so fold {fold!r} does not apply")
+        if not (folds / fold).is_dir():
+            names = sorted(p.name for p in folds.iterdir() if p.is_dir())
+            raise SertuneError(f"{root} has no fold {fold!r}; its folds are {names}")
+        root = folds / fold
+    if (root / METADATA).is_file():
+        parent = root.parent
+        return ResolvedRun(root, parent.name if parent.parent.name == "folds" else None)
+    if (root / "checkpoint").is_dir() or (root / "metrics.json").is_file():
+        if not (root / "checkpoint" / METADATA).is_file():
+            raise SertuneError(f"{root / 'checkpoint'} holds no {METADATA}: the fold has not saved a checkpoint yet")
+        return ResolvedRun(root / "checkpoint", root.name)
+    if (root / "folds").is_dir():
+        name = best_fold(root)
+        return ResolvedRun(root / "folds" / name / "checkpoint", name)
+    raise SertuneError(f"{root} is not a trained sertune run: it has no {METADATA}, checkpoint/ or folds/")
+
+
+def best_fold(run: Path) -> str:
+    """The finished fold of `run` with the highest dev UAR (ties: the first by name)."""
+    candidates: list[tuple[float, str]] = []
+    for metrics_path in sorted((run / "folds").glob("*/metrics.json")):
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+            raise SertuneError(f"{metrics_path} is unreadable ({error}); name a fold explicitly") from None
+        uar = (metrics.get("dev") or {}).get("uar")
+        checkpoint = metrics_path.parent / "checkpoint" / METADATA
+        if metrics.get("complete") and uar is not None and checkpoint.is_file():
+            candidates.append((float(uar), metrics_path.parent.name))
+    if not candidates:
+        raise SertuneError(
+            f"{run} has no finished fold with a checkpoint (folds/*/metrics.json with complete: true); "
+            "wait for training to finish a fold, or name a fold"
+        )
+    return max(candidates, key=lambda candidate: candidate[0])[1]
