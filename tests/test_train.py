@@ -146,9 +146,10 @@ def test_frozen_epochs_use_the_feature_cache(
     assert per_epoch[0] > 0 and per_epoch[1] == per_epoch[0]  # epoch 2 never ran the encoder
     entries = list((tmp_path / "cache").rglob("*.npy"))
     assert len(entries) == 48 and np.load(entries[0]).dtype == np.float16
+    assert fold_metrics(tmp_path / "first")["cache_fill"]["clips"] == 48
     calls["count"] = 0
     train_run(config, tmp_path / "second")  # a later run on the same clips reuses the cache
-    assert calls["count"] == 0
+    assert calls["count"] == 0 and fold_metrics(tmp_path / "second")["cache_fill"]["clips"] == 0
 
 
 def test_nan_loss_stops_the_fold_with_a_clear_message(tmp_path: Path, small_corpus: Path,

@@ -100,6 +100,8 @@ class FoldTrainer:
         self.classifier.to(accelerator.device)
         self.sample_rate = backbone.sample_rate
         self.uses_cache = config.tuning.method == "frozen" and self.train_config.feature_cache
+        # Clips encoded into the feature cache for this fold, and the seconds it took (not in any epoch).
+        self.cache_fill: dict[str, Any] | None = None
         parts = {name: [corpus.by_id[i] for i in ids] for name, ids in fold.parts().items()}
         self.splits = self._build_splits(parts)
         train_labels = [self.labels.index(u.label) for u in parts["train"]]
@@ -154,6 +156,7 @@ class FoldTrainer:
 
     def _fill_cache(self, cache: FeatureCache, utterances: list[Utterance]) -> None:
         accelerator = self.accelerator
+        began = time.perf_counter()
         missing = cache.missing(utterances)
         if missing:
             with tqdm(total=len(missing), desc=f"{self.fold.name} caching features", unit="clip",
@@ -165,6 +168,7 @@ class FoldTrainer:
                     progress=lambda n: bar.update(n * accelerator.num_processes),
                 )
         accelerator.wait_for_everyone()
+        self.cache_fill = {"clips": len(missing), "seconds": time.perf_counter() - began}
 
     def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = batch["input"].to(self.accelerator.device, non_blocking=True)
@@ -273,6 +277,7 @@ class FoldTrainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "history": self.history,
             "best": self.best,
+            "cache_fill": self.cache_fill,
         }
         with atomic_path(self.directory / STATE) as tmp:
             torch.save(state, tmp)
@@ -291,6 +296,7 @@ class FoldTrainer:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.history, self.best = state["history"], state["best"]
+        self.cache_fill = state.get("cache_fill") or self.cache_fill
         log.info("fold %s: resuming after epoch %d", self.fold.name, state["epoch"])
         return int(state["epoch"])
 
@@ -300,6 +306,7 @@ class FoldTrainer:
             "complete": complete,
             "epochs": self.history,
             "best_epoch": self.best["epoch"],
+            **({"cache_fill": self.cache_fill} if self.cache_fill is not None else {}),
             **results,
         }
 
