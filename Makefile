@@ -28,7 +28,7 @@ test: install system-deps lint
 	$(PY) -m pytest tests
 
 # The demo: a synthetic corpus, LoRA on the offline Whisper tiny.en encoder next to the MFCC
-# baseline on the same folds, the report, and one prediction (fold1's test speakers are spk05, spk10).
+# baseline on the same folds, the report, and predictions for clips of fold1's test speakers (spk05, spk10).
 DEMO_FOLDS ?= fold1
 DEMO_EPOCHS ?= 8
 DEMO_RUN := $(DEMO)/runs/whisper-tiny.en-lora
@@ -39,7 +39,7 @@ demo: install system-deps
 	$(VENV)/bin/sertune train $(DEMO)/corpus --backbone whisper-tiny.en --method lora --folds $(DEMO_FOLDS) \
 		--epochs $(DEMO_EPOCHS) --lr 1e-3 --precision bf16 --out $(DEMO_RUN)
 	$(VENV)/bin/sertune report $(DEMO_RUN) $(DEMO)/runs/mfcc-baseline --out $(DEMO)/report
-	$(VENV)/bin/sertune predict $(DEMO_RUN) $(DEMO)/corpus/audio/spk05-sad-003.flac
+	$(VENV)/bin/sertune predict $(DEMO_RUN) $(DEMO)/corpus/audio/spk05-*-003.flac
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
