@@ -69,3 +69,19 @@ def test_crop_pad_and_fit_length():
     assert pad_to(wave, 12).tolist() == [*range(10), 0, 0]
     assert pad_to(wave, 5) is wave
     assert len(fit_length(wave, 7)) == 7 and len(fit_length(wave, 13)) == 13
+
+
+def test_truncated_wav_is_refused_but_a_streamed_header_is_read(tmp_path):
+    wave = np.sin(np.arange(16000) / 10).astype(np.float32) * 0.5
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, wave, 16000, subtype="PCM_16")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SertuneError, match=r"cut.wav: the audio file is truncated \(its header declares 32000"):
+        load_audio(cut)
+    # A recorder that streams writes 0xFFFFFFFF as the data size: complete, not truncated.
+    streamed = tmp_path / "streamed.wav"
+    data_size = data.index(b"data") + 4
+    streamed.write_bytes(data[:data_size] + b"\xff\xff\xff\xff" + data[data_size + 4 :])
+    np.testing.assert_allclose(load_audio(streamed), load_audio(whole))

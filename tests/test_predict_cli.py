@@ -53,8 +53,10 @@ def test_globs_table_and_unreadable_files(run_and_clips, cli, tmp_path) -> None:
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(100, dtype=np.float32), RATE)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes((clips / "a.wav").read_bytes()[:1000])
     pattern = str(clips / "**" / "*.wav")
-    argv = ["predict", str(run), pattern, str(broken), str(short), str(tmp_path / "absent.wav")]
+    argv = ["predict", str(run), pattern, str(broken), str(short), str(cut), str(tmp_path / "absent.wav")]
     code, out, err = cli(argv)
     assert code == 1
     lines = out.splitlines()
@@ -63,7 +65,8 @@ def test_globs_table_and_unreadable_files(run_and_clips, cli, tmp_path) -> None:
     assert f"{broken}: not a readable audio file" in err
     assert f"{short} is too short" in err
     assert f"{tmp_path / 'absent.wav'}: no such file" in err
-    assert "3 input(s) failed, 2 predicted" in err and "Traceback" not in err
+    assert f"{cut}: the audio file is truncated" in err
+    assert "4 input(s) failed, 2 predicted" in err and "Traceback" not in err
 
 
 def test_windows_in_csv_and_table(run_and_clips, cli, tmp_path, speech) -> None:

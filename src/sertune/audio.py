@@ -7,6 +7,7 @@ bad clip deep inside a corpus is easy to find.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,11 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+# A file decoding to less than this share of its declared frames was cut off.
+_COMPLETE_SHARE = 0.99
+_STREAMING_SIZES = (0, 0xFFFFFFFF)
+
+
 def _check_exists(path: str | os.PathLike) -> str:
     name = os.fspath(path)
     if not os.path.exists(name):
@@ -55,18 +61,41 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     return AudioInfo(name, int(info.samplerate), int(info.channels), int(info.frames), info.format)
 
 
+def truncation(audio: sf.SoundFile, decoded: int) -> str | None:
+    """Why an opened file looks cut off after `decoded` frames were read from it, or None.
+
+    libsndfile quietly shortens a WAV whose data chunk ends early and notes it in its log
+    ("data : 32000 (should be 15978)"); other formats may decode fewer frames than they declare.
+    Headers written before the length was known (size 0 or 0xFFFFFFFF) are streams, not damage.
+    """
+    if audio.frames and decoded < _COMPLETE_SHARE * audio.frames:
+        return f"{decoded} of {audio.frames} declared frames decoded"
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", audio.extra_info, re.MULTILINE)
+    if match:
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in _STREAMING_SIZES and declared > present:
+            return f"its header declares {declared} data bytes but the file holds {present}"
+    return None
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
     """Decode `path` to a float32 mono waveform at `sample_rate` Hz.
 
     Channels are averaged; a different rate is converted with soxr's high-quality resampler.
+    A truncated file is refused (see `truncation`) rather than read in part.
     """
     name = _check_exists(path)
     try:
-        samples, rate = sf.read(name, dtype="float32", always_2d=True)
+        with sf.SoundFile(name) as audio:
+            samples = audio.read(dtype="float32", always_2d=True)
+            cut = truncation(audio, len(samples))
+            rate = audio.samplerate
     except (sf.LibsndfileError, RuntimeError) as error:
         raise SertuneError(f"{name}: not a readable audio file ({error})") from None
     if samples.shape[0] == 0:
         raise SertuneError(f"{name}: the audio stream holds no samples")
+    if cut is not None:
+        raise SertuneError(f"{name}: the audio file is truncated ({cut}); re-copy or re-export it")
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     return resample(mono, rate, sample_rate)
 

@@ -37,14 +37,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from sertune import __version__
-from sertune.audio import resample
+from sertune.audio import resample, truncation
 from sertune.errors import SertuneError
 from sertune.inference import ModelInfo, Prediction, Predictor
 
 MAX_SAMPLE_RATE = 384_000
-# MP3 headers can only estimate the length; a stream that decodes to less than this share of its
-# declared frames was cut short.
-_TRUNCATED_SHARE = 0.99
 _ENCODED_TYPES = ("application/octet-stream", "audio/")
 _PCM_TYPE = "audio/l16"
 
@@ -138,14 +135,13 @@ def _decode_file(data: bytes, limits: Limits) -> tuple[np.ndarray, int]:
             declared, rate = audio.frames, audio.samplerate
             _check_duration(declared, rate, limits)
             samples = audio.read(dtype="float32", always_2d=True)
-            log = audio.extra_info
+            cut = truncation(audio, len(samples))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise Rejected(422, f"not a readable audio file ({_libsndfile_reason(error)})") from None
     if len(samples) == 0:
         raise Rejected(422, "the audio file holds no samples (empty or truncated)")
-    # libsndfile shortens a cut-off WAV's data chunk to what is there and notes it in its log.
-    if len(samples) < _TRUNCATED_SHARE * declared or re.search(r"^data\s*:.*should be", log, re.MULTILINE):
-        raise Rejected(422, f"the audio file is truncated: {len(samples)} of {declared} frames decoded")
+    if cut is not None:
+        raise Rejected(422, f"the audio file is truncated: {cut}")
     return samples, rate
 
 
