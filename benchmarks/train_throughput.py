@@ -64,6 +64,7 @@ from _timing import environment, load_average, log, median, setup, spread, table
 from sertune.audio import resample
 from sertune.backbones import SPECS, build_backbone
 from sertune.config import RunConfig, TrainConfig
+from sertune.corpora import synthetic
 from sertune.corpora.manifest import Corpus, Fold, Utterance, write_corpus_files
 from sertune.corpora.synthetic import require_espeak
 from sertune.sampler import LengthBucketBatchSampler, padding_fraction
@@ -85,14 +86,7 @@ QUICK_CLIPS = {"whisper": 24, "wavlm": 16}
 MEDIAN_SECONDS, SIGMA, SHORTEST, LONGEST = 3.6, 0.6, 1.0, 12.0
 EVAL_CLIPS, EVAL_SECONDS = 4, 2.0
 VOICES = (("en+f3", "female"), ("en+m3", "male"))
-SENTENCES = (
-    "The train to the coast leaves at seven tonight.",
-    "I put the blue folder on the kitchen table.",
-    "We will paint the fence before the weekend.",
-    "She told me the meeting moved to Thursday.",
-    "There are three boxes left in the garage.",
-    "He walked the dog along the river this morning.",
-)
+SENTENCES = synthetic.SENTENCES[:6]
 
 
 # -- data ----------------------------------------------------------------------------------------
