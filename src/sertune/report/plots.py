@@ -1,0 +1,100 @@
+"""PNG plots of runs: confusion matrices, learning curves, UAR against trained parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from sertune.fileio import atomic_path
+from sertune.report.results import INCOMPLETE, RunResult
+from sertune.report.tables import row_labels, unique
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    return path
+
+
+def plot_confusion(run: RunResult, path: str | Path) -> Path:
+    """Test confusion matrix summed over folds: row-normalised percentages, counts annotated."""
+    counts = np.sum([np.asarray(fold.test["confusion"]) for fold in run.folds], axis=0)
+    totals = counts.sum(axis=1, keepdims=True)
+    percent = np.divide(100.0 * counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    size = len(run.labels)
+    figure = Figure(figsize=(2.5 + 1.1 * size, 2 + 1.1 * size), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    figure.colorbar(image, ax=axes, label="% of the true class")
+    axes.set_xticks(range(size), run.labels, rotation=45, ha="right")
+    axes.set_yticks(range(size), run.labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for (row, column), value in np.ndenumerate(percent):
+        axes.text(
+            column, row, f"{value:.1f}%\n({counts[row, column]})", ha="center", va="center", fontsize=8,
+            color="white" if value > 50 else "black",
+        )
+    axes.set_title(f"{run.name}: test, {len(run.folds)} fold(s) summed", fontsize=10)
+    return _save(figure, Path(path))
+
+
+CURVES = (("train_loss", "train loss"), ("dev_loss", "dev loss"), ("dev_uar", "dev UAR (%)"))
+
+
+def plot_learning_curves(run: RunResult, path: str | Path) -> Path:
+    """Train loss, dev loss and dev UAR per epoch, one line per fold, the selected epoch starred."""
+    figure = Figure(figsize=(13, 3.8), layout="constrained")
+    panels = figure.subplots(1, len(CURVES))
+    for index, fold in enumerate(run.folds):
+        color = f"C{index % 10}"
+        for axes, (key, _) in zip(panels, CURVES, strict=True):
+            points = {epoch["epoch"]: epoch[key] for epoch in fold.epochs if epoch.get(key) is not None}
+            axes.plot(list(points), list(points.values()), color=color, label=fold.name)
+            if fold.best_epoch in points:
+                axes.plot(fold.best_epoch, points[fold.best_epoch], marker="*", markersize=12, color=color)
+    for axes, (_, title) in zip(panels, CURVES, strict=True):
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    panels[-1].plot([], [], "*", color="gray", markersize=12, label="selected epoch")
+    panels[-1].legend(fontsize=8)
+    figure.suptitle(f"{run.name}: {run.corpus}, {run.backbone}, {run.method}")
+    return _save(figure, Path(path))
+
+
+def plot_uar_vs_parameters(runs: Sequence[RunResult], path: str | Path) -> Path | None:
+    """Test UAR (error bar: std over folds) against trained parameters on a log axis, one colour per corpus.
+
+    Runs without a recorded parameter count or UAR are left out; returns None when none is left.
+    """
+    points = [
+        (run, label)
+        for run, label in zip(runs, row_labels(runs), strict=True)
+        if run.parameters and run.test_summary.get("uar", {}).get("mean") is not None
+    ]
+    if not points:
+        return None
+    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
+    axes = figure.add_subplot()
+    for index, corpus in enumerate(unique(run.corpus for run, _ in points)):
+        members = [(run, label) for run, label in points if run.corpus == corpus]
+        x = [run.parameters["trained"] for run, _ in members]
+        y = [run.test_summary["uar"]["mean"] for run, _ in members]
+        spread = [run.test_summary["uar"].get("std") or 0.0 for run, _ in members]
+        axes.errorbar(x, y, yerr=spread, fmt="o", capsize=3, color=f"C{index % 10}", label=corpus)
+        for xi, yi, (run, label) in zip(x, y, members, strict=True):
+            mark = INCOMPLETE if run.partial else ""
+            axes.annotate(f"{label}{mark}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    axes.set_xscale("log")
+    axes.margins(x=0.25)  # room for the labels of the outermost points
+    axes.set_xlabel("trained parameters (tuning + head)")
+    axes.set_ylabel("test UAR (%)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(title="corpus", fontsize=8)
+    return _save(figure, Path(path))

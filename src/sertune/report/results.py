@@ -1,0 +1,242 @@
+"""Run directories read into `RunResult`s, finished or not (docs/runs.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sertune.corpora.manifest import FOLDS as CORPUS_FOLDS
+from sertune.errors import SertuneError
+from sertune.metrics import summarize_folds
+
+# Names from docs/runs.md. The checkpoint names are not imported from sertune.checkpoint, which loads
+# torch and transformers: reading a few JSON files should not cost that.
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+FOLDS = "folds"
+METRICS = "metrics.json"
+CHECKPOINT_METADATA = Path("checkpoint", "sertune.json")
+CHECKPOINT_WEIGHTS = Path("checkpoint", "adapter.safetensors")
+
+INCOMPLETE = "†"
+GROUP_UAR = "fairness.uar_per_group."
+DEFAULT_OUT = Path("report")
+
+SUMMARY_ADVICE = "restore it, or delete it to report the run from its folds' metrics.json files"
+FOLD_ADVICE = "restore it from a copy, or retrain the fold"
+
+
+class RunSkipped(SertuneError):
+
+
+    """The path is not a run directory, or none of its folds has finished: nothing to report yet."""
+
+
+@dataclass
+class FoldResult:
+    """One finished fold: its history per epoch and its dev/test metrics at the selected epoch."""
+
+    name: str
+    best_epoch: int | None
+    epochs: list[dict[str, Any]]
+    dev: dict[str, Any]
+    test: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    """What a report needs from one run directory.
+
+    `complete` is whether `summary.json` exists; an unfinished run holds its finished folds only and
+    names the others in `pending`. `failed` maps the folds that summary.json reports as failed (e.g. a
+    diverged loss) to the reason. `test_summary` is `summarize_folds` over the folds' test metrics.
+    """
+
+    path: Path
+    corpus: str
+    backbone: str
+    method: str
+    labels: list[str]
+    folds: list[FoldResult]
+    test_summary: dict[str, dict[str, Any]]
+    complete: bool = True
+    pending: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, int] | None = None
+    checkpoint_bytes: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The run directory's name."""
+        return self.path.resolve().name
+
+    @property
+    def partial(self) -> bool:
+        """Whether some fold of the protocol is missing from the results (unfinished or failed)."""
+        return not self.complete or bool(self.failed)
+
+
+def _read_json(path: Path, advice: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SertuneError(f"{path} is missing; {advice}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SertuneError(f"{path} is corrupt ({error}); {advice}") from None
+    if not isinstance(data, dict):
+        raise SertuneError(f"{path} is corrupt (not a JSON object); {advice}")
+    return data
+
+
+def _require(data: dict[str, Any], key: str, path: Path, advice: str) -> Any:
+    if key not in data:
+        raise SertuneError(f"{path} has no '{key}' entry; {advice}")
+    return data[key]
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The run's config.yaml, or {} without one (it only names corpus, backbone and method here)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SertuneError(f"{path} is not valid YAML ({error}); restore it from a copy") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _corpus_name(corpus_dir: str | None) -> str:
+    """The corpus name that summary.json would give: from the prepared corpus, else its directory name."""
+    if not corpus_dir:
+        return "unknown"
+    try:
+        return str(json.loads((Path(corpus_dir) / CORPUS_FOLDS).read_text(encoding="utf-8"))["corpus"])
+    except (OSError, ValueError, KeyError, TypeError):
+        # The corpus may have moved since training; the name is only a column heading.
+        return Path(corpus_dir).name
+
+
+def _read_fold(fold_dir: Path) -> FoldResult | None:
+    """The fold's results, or None while it is still training."""
+    path = fold_dir / METRICS
+    data = _read_json(path, FOLD_ADVICE)
+    if not data.get("complete"):
+        return None
+    return FoldResult(
+        name=fold_dir.name,
+        best_epoch=data.get("best_epoch"),
+        epochs=data.get("epochs") or [],
+        dev=_require(data, "dev", path, FOLD_ADVICE),
+        test=_require(data, "test", path, FOLD_ADVICE),
+    )
+
+
+def _natural_key(name: str) -> list[Any]:
+    # fold2 before fold10
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Read a run directory written by `sertune train`.
+
+    Raises `RunSkipped` when `path` is not a run directory or no fold has finished yet, and
+    `SertuneError` naming the file when a JSON file the run needs is missing or corrupt.
+    """
+    run_dir = Path(path)
+    if not run_dir.is_dir() or not any((run_dir / name).exists() for name in (SUMMARY, CONFIG, FOLDS)):
+        raise RunSkipped(f"{run_dir} is not a run directory (no {SUMMARY}, {CONFIG} or {FOLDS}/)")
+    if (run_dir / SUMMARY).is_file():
+        return _finished_run(run_dir)
+    return _unfinished_run(run_dir)
+
+
+def _finished_run(run_dir: Path) -> RunResult:
+    path = run_dir / SUMMARY
+    summary = _read_json(path, SUMMARY_ADVICE)
+    folds = []
+    for name in _require(summary, "folds", path, SUMMARY_ADVICE):
+        fold = _read_fold(run_dir / FOLDS / name)
+        if fold is None:
+            raise SertuneError(
+                f"{run_dir / FOLDS / name / METRICS} marks the fold unfinished although {path} lists it; "
+                f"resume the training of that fold, or delete {path} to report the finished folds"
+            )
+        folds.append(fold)
+    return RunResult(
+        path=run_dir,
+        corpus=str(_require(summary, "corpus", path, SUMMARY_ADVICE)),
+        backbone=str(_require(summary, "backbone", path, SUMMARY_ADVICE)),
+        method=str(_require(summary, "method", path, SUMMARY_ADVICE)),
+        labels=list(_require(summary, "labels", path, SUMMARY_ADVICE)),
+        folds=folds,
+        test_summary=_require(summary, "test", path, SUMMARY_ADVICE),
+        failed=dict(summary.get("failed_folds") or {}),
+        parameters=summary.get("parameters"),
+        checkpoint_bytes=summary.get("checkpoint_bytes"),
+    )
+
+
+def _unfinished_run(run_dir: Path) -> RunResult:
+    fold_root = run_dir / FOLDS
+    fold_dirs = [entry for entry in fold_root.iterdir() if entry.is_dir()] if fold_root.is_dir() else []
+    folds, pending = [], []
+    for fold_dir in sorted(fold_dirs, key=lambda entry: _natural_key(entry.name)):
+        # A fold directory without metrics.json has not finished its first epoch yet.
+        fold = _read_fold(fold_dir) if (fold_dir / METRICS).is_file() else None
+        if fold is None:
+            pending.append(fold_dir.name)
+        else:
+            folds.append(fold)
+    if not folds:
+        in_progress = f" ({len(pending)} in progress)" if pending else ""
+        raise RunSkipped(f"{run_dir} has no finished fold yet{in_progress}: nothing to report")
+
+    # Without summary.json the settings come from config.yaml and the first finished fold's checkpoint.
+    config = _read_config(run_dir / CONFIG)
+    first_fold = fold_root / folds[0].name
+    has_metadata = (first_fold / CHECKPOINT_METADATA).is_file()
+    metadata = _read_json(first_fold / CHECKPOINT_METADATA, FOLD_ADVICE) if has_metadata else {}
+    weights = first_fold / CHECKPOINT_WEIGHTS
+    return RunResult(
+        path=run_dir,
+        corpus=_corpus_name(config.get("corpus")),
+        backbone=str(config.get("backbone") or metadata.get("backbone", {}).get("name", "unknown")),
+        method=str((config.get("tuning") or metadata.get("tuning") or {}).get("method", "unknown")),
+        # per_class_recall is keyed by the labels, in their order
+        labels=list(folds[0].test["per_class_recall"]),
+        folds=folds,
+        test_summary=summarize_folds([fold.test for fold in folds]),
+        complete=False,
+        pending=pending,
+        parameters=metadata.get("parameters"),
+        checkpoint_bytes=weights.stat().st_size if weights.is_file() else None,
+    )
+
+
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[str]]:
+    """Load several runs, as `sertune report runs/*` gives them.
+
+    Returns the runs and one message per path skipped (not a run, or no finished fold); raises
+    `SertuneError` when nothing is left to report.
+    """
+    runs: list[RunResult] = []
+    skipped: list[str] = []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except RunSkipped as reason:
+            skipped.append(str(reason))
+    if not runs:
+        raise SertuneError("no run to report: " + "; ".join(skipped))
+    return runs, skipped
+
+
+def default_out_dir(runs: Sequence[RunResult]) -> Path:
+    """Where a report goes without --out: RUN_DIR/report for one run, ./report for several."""
+    return runs[0].path / "report" if len(runs) == 1 else DEFAULT_OUT

@@ -1,0 +1,226 @@
+"""Tables of runs: markdown (``mean ± std`` over folds) and CSV (mean, std, n at full precision)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sertune.metrics import summarize_folds
+from sertune.report.results import GROUP_UAR, INCOMPLETE, SUMMARY, RunResult
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A mean ± std over folds; `mark` is a footnote sign shown after it in markdown."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    mark: str = ""
+
+
+Cell = str | int | float | Stat | None
+
+
+def _markdown_cell(cell: Cell) -> str:
+    if isinstance(cell, Stat):
+        if cell.mean is None:
+            return "–"
+        spread = "" if cell.std is None else f" ± {cell.std:.2f}"
+        return f"{cell.mean:.2f}{spread}{cell.mark}"
+    if cell is None:
+        return "–"
+    if isinstance(cell, int):
+        return f"{cell:,}"
+    if isinstance(cell, float):
+        return f"{cell:.2f}"
+    return cell.replace("|", r"\|")
+
+
+@dataclass
+class Table:
+    """A titled table of cells; `notes` are footnotes printed under its markdown."""
+
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured markdown table (text columns left-aligned, numbers right), then the notes."""
+        text_column = [all(isinstance(row[i], str) for row in self.rows) for i in range(len(self.header))]
+        lines = [
+            "| " + " | ".join(self.header) + " |",
+            "|" + "|".join("---" if text else "---:" for text in text_column) + "|",
+            *("| " + " | ".join(map(_markdown_cell, row)) + " |" for row in self.rows),
+        ]
+        for note in self.notes:
+            lines += ["", note]  # a paragraph each
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """CSV with numbers at full precision; a column of `Stat`s becomes `<name> mean`, `std` and `n`."""
+        stat_column = [any(isinstance(row[i], Stat) for row in self.rows) for i in range(len(self.header))]
+        header: list[str] = []
+        for name, is_stat in zip(self.header, stat_column, strict=True):
+            header += [f"{name} mean", f"{name} std", f"{name} n"] if is_stat else [name]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for row in self.rows:
+            cells: list[Any] = []
+            for cell, is_stat in zip(row, stat_column, strict=True):
+                if not is_stat:
+                    cells.append(cell)
+                elif cell is None:
+                    cells += [None, None, None]
+                else:
+                    cells += [cell.mean, cell.std, cell.n]
+            writer.writerow(cells)
+        return buffer.getvalue()
+
+
+def _stat(run: RunResult, key: str) -> Stat | None:
+    entry = run.test_summary.get(key)
+    if entry is None:
+        return None
+    return Stat(entry.get("mean"), entry.get("std"), entry.get("n", 0), INCOMPLETE if run.partial else "")
+
+
+def unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def file_stems(runs: Sequence[RunResult]) -> list[str]:
+    """Run names made unique (two runs called `lora` in different folders become `lora`, `lora-2`)."""
+    used: set[str] = set()
+    stems = []
+    for run in runs:
+        stem, count = run.name, 1
+        while stem in used:
+            count += 1
+            stem = f"{run.name}-{count}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _several_backbones(runs: Sequence[RunResult]) -> bool:
+    return len({run.backbone for run in runs}) > 1
+
+
+def row_labels(runs: Sequence[RunResult]) -> list[str]:
+    """Method (with the backbone when runs differ in it); the run name is added where a label repeats on a corpus."""
+    labels = [f"{run.backbone} / {run.method}" if _several_backbones(runs) else run.method for run in runs]
+    repeats = Counter(zip(labels, (run.corpus for run in runs), strict=True))
+    return [
+        f"{label} ({stem})" if repeats[label, run.corpus] > 1 else label
+        for label, run, stem in zip(labels, runs, file_stems(runs), strict=True)
+    ]
+
+
+def _method_header(runs: Sequence[RunResult]) -> str:
+    return "backbone / method" if _several_backbones(runs) else "method"
+
+
+def run_status(run: RunResult) -> str:
+    unfinished = "" if run.complete else f" unfinished run (no {SUMMARY})"
+    return unfinished + (" with failed folds" if run.failed else "")
+
+
+def _incomplete_notes(runs: Sequence[RunResult]) -> list[str]:
+    notes = []
+    for run in runs:
+        if not run.partial:
+            continue
+        reported = ", ".join(fold.name for fold in run.folds)
+        note = f"{INCOMPLETE} {run.path}:{run_status(run)}; {len(run.folds)} finished fold(s) reported ({reported})"
+        if run.pending:
+            note += f", still training: {', '.join(run.pending)}"
+        note += "".join(f"; {name} failed: {reason}" for name, reason in run.failed.items())
+        notes.append(note)
+    return notes
+
+
+def uar_table(runs: Sequence[RunResult]) -> Table:
+    """Test UAR mean ± std over folds: one row per method (or backbone and method), one column per corpus."""
+    labels = row_labels(runs)
+    corpora = unique(run.corpus for run in runs)
+    cells = {(label, run.corpus): _stat(run, "uar") for label, run in zip(labels, runs, strict=True)}
+    rows: list[list[Cell]] = [
+        [label, *(cells.get((label, corpus)) for corpus in corpora)] for label in unique(labels)
+    ]
+    return Table(
+        "Test UAR (%) by corpus, mean ± std over folds", [_method_header(runs), *corpora], rows, _incomplete_notes(runs)
+    )
+
+
+def _groups(keys: Iterable[str]) -> list[str]:
+    return sorted({key.removeprefix(GROUP_UAR) for key in keys if key.startswith(GROUP_UAR)})
+
+
+def fairness_table(runs: Sequence[RunResult]) -> Table:
+    """Statistical parity and equality of opportunity by gender (percentage points) and UAR per gender."""
+    groups = _groups(key for run in runs for key in run.test_summary)
+    rows: list[list[Cell]] = [
+        [
+            run.corpus,
+            label,
+            _stat(run, "fairness.statistical_parity"),
+            _stat(run, "fairness.equality_of_opportunity"),
+            *(_stat(run, GROUP_UAR + group) for group in groups),
+        ]
+        for label, run in zip(row_labels(runs), runs, strict=True)
+    ]
+    header = ["corpus", _method_header(runs), "statistical parity", "equality of opportunity"]
+    return Table(
+        "Fairness by gender on test (gaps in percentage points, lower is fairer), mean ± std over folds",
+        header + [f"UAR {group}" for group in groups],
+        rows,
+        _incomplete_notes(runs),
+    )
+
+
+def parameters_table(runs: Sequence[RunResult]) -> Table:
+    """Trained parameters (tuning, head, total, share of the encoder) and checkpoint size per run."""
+    rows: list[list[Cell]] = []
+    for label, run in zip(row_labels(runs), runs, strict=True):
+        counts = run.parameters or {}
+        share = 100.0 * counts["trained"] / counts["encoder"] if counts.get("encoder") else None
+        size = run.checkpoint_bytes / 1e6 if run.checkpoint_bytes is not None else None
+        rows.append(
+            [run.corpus, label, counts.get("tuning"), counts.get("head"), counts.get("trained"), share, size]
+        )
+    header = ["corpus", _method_header(runs), "tuning", "head", "total", "% of encoder", "checkpoint (MB)"]
+    return Table("Trained parameters and checkpoint size", header, rows)
+
+
+def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(metrics, dict):
+            return None
+        metrics = metrics.get(part)
+    return metrics
+
+
+def folds_table(run: RunResult) -> Table:
+    """One row per finished fold (selected epoch, dev and test scores, fairness gaps), then mean and std rows."""
+    groups = _groups(run.test_summary)
+    keys = ["uar", "accuracy", "macro_f1", "fairness.statistical_parity", "fairness.equality_of_opportunity"]
+    keys += [GROUP_UAR + group for group in groups]
+    rows: list[list[Cell]] = [
+        [fold.name, fold.best_epoch, fold.dev.get("uar"), *(_lookup(fold.test, key) for key in keys)]
+        for fold in run.folds
+    ]
+    # The test rows come from summary.json when it exists; dev UAR is not summarised there.
+    dev = summarize_folds([fold.dev for fold in run.folds])["uar"]
+    for which in ("mean", "std"):
+        rows.append([which, None, dev[which], *(run.test_summary.get(key, {}).get(which) for key in keys)])
+    header = ["fold", "best epoch", "dev UAR", "test UAR", "accuracy", "macro-F1", "statistical parity"]
+    header += ["equality of opportunity", *(f"UAR {group}" for group in groups)]
+    title = f"{run.name}: {run.corpus}, {run.backbone}, {run.method} (test scores at the best dev UAR epoch)"
+    return Table(title, header, rows, _incomplete_notes([run]))
