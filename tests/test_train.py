@@ -185,12 +185,14 @@ def test_cli_flags_reach_the_config(tmp_path: Path, small_corpus: Path, tiny_whi
     status, printed, _ = cli([
         "train", str(small_corpus), "--backbone", str(tiny_whisper_dir), "--method", "adapter", "--adapter-dim", "8",
         "--epochs", "1", "--batch-size", "8", "--no-augment", "--workers", "0", "--folds", "fold2",
-        "--max-seconds", "2", "--out", str(out),
+        "--max-seconds", "2", "--grad-accum", "2", "--precision", "bf16", "--out", str(out),
     ])
     assert status == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["tuning"]["method"] == "adapter" and saved["tuning"]["adapter_dim"] == 8
     assert saved["train"]["augment"] is False and saved["folds"] == ["fold2"]
+    assert saved["train"]["grad_accum"] == 2 and saved["train"]["precision"] == "bf16"
+    assert math.isfinite(fold_metrics(out, "fold2")["epochs"][0]["train_loss"])
     assert "test UAR" in printed
     status, _, error = cli(["train", str(small_corpus), "--out", str(out), "--folds", "9"])
     assert status == 2 and "fold '9' is not in synthetic's protocol (fold1, fold2, fold3, fold4, or 1..4)" in error

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
 from sertune.checkpoint import WEIGHTS
@@ -97,6 +98,16 @@ def finished_fold(directory: Path) -> dict[str, Any] | None:
     return metrics if metrics.get("complete") else None
 
 
+def make_accelerator(precision: str) -> Accelerator:
+    """An Accelerator with `precision`, also when an earlier run in this process used another one.
+
+    accelerate keeps one precision per process; its settings (not the process group) are reset here
+    so that one Python session can train runs with different precisions one after another.
+    """
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision)
+
+
 def train_run(
     config: RunConfig,
     out: str | Path,
@@ -108,7 +119,7 @@ def train_run(
     """Train and test every selected fold of `config` into `out`; returns (and writes) the summary."""
     out = Path(out)
     tc = config.train
-    accelerator = accelerator or Accelerator(mixed_precision=tc.precision)
+    accelerator = accelerator or make_accelerator(tc.precision)
     corpus = load_corpus(config.corpus)
     folds = select_folds(corpus, config.folds)
     if accelerator.is_main_process:
