@@ -96,6 +96,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) 
         raise SertuneError(f"{name}: the audio stream holds no samples")
     if cut is not None:
         raise SertuneError(f"{name}: the audio file is truncated ({cut}); re-copy or re-export it")
+    return mix_down(samples, rate, sample_rate)
+
+
+def mix_down(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """Decoded [frames, channels] samples at `rate` as a mono float32 waveform at `sample_rate` Hz."""
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     return resample(mono, rate, sample_rate)
 

@@ -23,6 +23,7 @@ from sertune.corpora.manifest import load_corpus
 from sertune.errors import SertuneError
 from sertune.fileio import write_json_atomic
 from sertune.metrics import score_predictions, summarize_folds
+from sertune.runs import run_summary
 
 N_FFT, HOP, N_MELS, N_MFCC = 400, 160, 40, 20  # 25 ms windows every 10 ms at 16 kHz
 C_GRID = (0.01, 0.1, 1.0)
@@ -134,17 +135,10 @@ def write_baseline_run(result: dict[str, Any], out: str | Path) -> None:
         metrics = {"fold": name, "complete": True, "epochs": [], "best_epoch": None,
                    "dev": fold["dev"], "test": fold["test"], "C": fold["C"]}
         write_json_atomic(out / "folds" / name / "metrics.json", metrics)
-    write_json_atomic(out / "summary.json", {
-        "corpus": result["corpus"],
-        "corpus_dir": result["corpus_dir"],
-        "backbone": BASELINE_NAME,
-        "method": "logistic-regression",
-        "labels": result["labels"],
-        "parameters": {"tuning": 0, "head": trained, "trained": trained, "encoder": 0},
-        "checkpoint_bytes": None,
-        "folds": {
-            name: {"best_epoch": None, "dev": f["dev"], "test": f["test"]} for name, f in result["folds"].items()
-        },
-        "failed_folds": {},
-        "test": result["test"],
-    })
+    summary = run_summary(
+        corpus=result["corpus"], corpus_dir=result["corpus_dir"], labels=result["labels"],
+        backbone=BASELINE_NAME, method="logistic-regression", folds=result["folds"],
+        parameters={"tuning": 0, "head": trained, "trained": trained, "encoder": 0},
+        checkpoint_bytes=None, failed_folds={},
+    )
+    write_json_atomic(out / "summary.json", summary)

@@ -8,6 +8,7 @@ method or seed) reuses them, while a changed file or encoder never hits a stale 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +30,14 @@ FORMAT_VERSION = 1
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
+    """SHA-256 of a file's bytes; a file unchanged since it was last hashed is not read again."""
+    stat = path.stat()
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    # Every fold of a run builds its own cache over the same clips; the size and time key the result.
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -54,21 +62,18 @@ class FeatureCache:
         self.directory = Path(root) / key
         self.sample_rate = sample_rate
         self.max_samples = max_samples
-        self._entries: dict[Path, Path] = {}
         if not (self.directory / "key.json").is_file():
             write_json_atomic(self.directory / "key.json", identity)
 
     def entry(self, utterance: Utterance) -> Path:
-        """Where the clip's features are (or will be) stored; hashes the file once per process."""
+        """Where the clip's features are (or will be) stored."""
         path = Path(utterance.path)
-        if path not in self._entries:
-            try:
-                digest = file_digest(path)
-            except OSError:
-                # An unreadable clip has no entry; the loaders report it as they do for waveforms.
-                digest = "unreadable-" + hashlib.sha256(str(path).encode()).hexdigest()
-            self._entries[path] = self.directory / digest[:2] / f"{digest}.npy"
-        return self._entries[path]
+        try:
+            digest = file_digest(path)
+        except OSError:
+            # An unreadable clip has no entry; the loaders report it as they do for waveforms.
+            digest = "unreadable-" + hashlib.sha256(str(path).encode()).hexdigest()
+        return self.directory / digest[:2] / f"{digest}.npy"
 
     def missing(self, utterances: Sequence[Utterance]) -> list[Utterance]:
         """The clips that have no entry yet (each clip once, in the given order)."""

@@ -6,9 +6,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sertune.checkpoint import METADATA
 from sertune.errors import SertuneError
+from sertune.metrics import summarize_folds
 
 
 @dataclass(frozen=True)
@@ -69,3 +71,33 @@ def best_fold(run: Path) -> str:
             "wait for training to finish a fold, or name a fold"
         )
     return max(candidates, key=lambda candidate: candidate[0])[1]
+
+
+def run_summary(
+    *,
+    corpus: str,
+    corpus_dir: str,
+    labels: list[str],
+    backbone: str,
+    method: str,
+    folds: dict[str, dict[str, Any]],
+    parameters: dict[str, int] | None,
+    checkpoint_bytes: int | None,
+    failed_folds: dict[str, str],
+) -> dict[str, Any]:
+    """The content of summary.json (docs/runs.md) from the folds' metrics.json contents."""
+    return {
+        "corpus": corpus,
+        "corpus_dir": corpus_dir,
+        "backbone": backbone,
+        "method": method,
+        "labels": labels,
+        "parameters": parameters,
+        "checkpoint_bytes": checkpoint_bytes,
+        "folds": {
+            name: {"best_epoch": fold.get("best_epoch"), "dev": fold["dev"], "test": fold["test"]}
+            for name, fold in folds.items()
+        },
+        "failed_folds": failed_folds,
+        "test": summarize_folds([fold["test"] for fold in folds.values()]),
+    }

@@ -37,7 +37,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from sertune import __version__
-from sertune.audio import resample, truncation
+from sertune.audio import mix_down, truncation
 from sertune.errors import SertuneError
 from sertune.inference import ModelInfo, Prediction, Predictor
 
@@ -115,8 +115,7 @@ def decode(upload: Upload, limits: Limits, sample_rate: int) -> np.ndarray:
         samples, rate = _decode_pcm(upload, limits)
     else:
         samples, rate = _decode_file(upload.data, limits)
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    return resample(mono, rate, sample_rate)
+    return mix_down(samples, rate, sample_rate)
 
 
 def _decode_pcm(upload: Upload, limits: Limits) -> tuple[np.ndarray, int]:

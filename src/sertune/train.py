@@ -15,12 +15,12 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
-from sertune.checkpoint import WEIGHTS
+from sertune.checkpoint import WEIGHTS, read_metadata
 from sertune.config import RunConfig, config_from_dict, dump_yaml, read_yaml
 from sertune.corpora import Corpus, Fold, load_corpus
 from sertune.errors import SertuneError
 from sertune.fileio import write_json_atomic, write_text_atomic
-from sertune.metrics import summarize_folds
+from sertune.runs import run_summary
 from sertune.trainer import CHECKPOINT, METRICS, EpochCallback, FoldTrainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -161,20 +161,11 @@ def build_summary(
     for name in results:
         checkpoint = out / FOLDS / name / CHECKPOINT
         if (checkpoint / WEIGHTS).is_file():
-            parameters = json.loads((checkpoint / "sertune.json").read_text(encoding="utf-8"))["parameters"]
+            parameters = read_metadata(checkpoint)["parameters"]
             checkpoint_bytes = (checkpoint / WEIGHTS).stat().st_size
             break
-    return {
-        "corpus": corpus.name,
-        "corpus_dir": str(corpus.root),
-        "backbone": config.backbone,
-        "method": config.tuning.method,
-        "labels": corpus.labels,
-        "parameters": parameters,
-        "checkpoint_bytes": checkpoint_bytes,
-        "folds": {
-            name: {"best_epoch": r["best_epoch"], "dev": r["dev"], "test": r["test"]} for name, r in results.items()
-        },
-        "failed_folds": failures,
-        "test": summarize_folds([r["test"] for r in results.values()]),
-    }
+    return run_summary(
+        corpus=corpus.name, corpus_dir=str(corpus.root), labels=corpus.labels,
+        backbone=config.backbone, method=config.tuning.method, folds=results,
+        parameters=parameters, checkpoint_bytes=checkpoint_bytes, failed_folds=failures,
+    )

@@ -90,11 +90,11 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sertune.train import saved_config, train_run
+    from sertune.train import CONFIG, saved_config, train_run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.resume and (args.out / "config.yaml").is_file():
-        yaml_settings, origin = saved_config(args.out), str(args.out / "config.yaml")
+    if args.resume and (args.out / CONFIG).is_file():
+        yaml_settings, origin = saved_config(args.out), str(args.out / CONFIG)
     elif "config" in args:
         yaml_settings, origin = read_yaml(args.config), str(args.config)
     else:
