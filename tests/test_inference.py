@@ -15,11 +15,14 @@ import soxr
 import torch
 
 import sertune
+from sertune import precision
 from sertune.backbones import build_backbone
+from sertune.baseline import mfcc_baseline, write_baseline_run
 from sertune.checkpoint import save_classifier
 from sertune.errors import SertuneError
 from sertune.inference import EncoderPool, WindowPlan, load, load_many, resolve_run
 from sertune.model import EmotionClassifier
+from sertune.precision import Capabilities
 from sertune.tuning import TuningConfig
 
 from conftest import TINY_CONFIGS
@@ -66,7 +69,7 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EmotionCla
 
 @pytest.fixture(scope="module")
 def predictor(lora_run):
-    return sertune.load(lora_run[0], device="cpu")
+    return sertune.load(lora_run[0], device="cpu", precision="no")  # compared with the float32 forward
 
 
 def test_predictions_agree_with_the_classifiers_own_logits(lora_run, predictor, speech) -> None:
@@ -81,7 +84,7 @@ def test_predictions_agree_with_the_classifiers_own_logits(lora_run, predictor, 
         assert prediction.label == LABELS[int(np.argmax(logits))] and prediction.windows is None
         probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
         np.testing.assert_allclose(list(prediction.probabilities.values()), probabilities, atol=1e-5)
-    unmerged = load(lora_run[0], device="cpu", merge=False)
+    unmerged = load(lora_run[0], device="cpu", merge=False, precision="no")
     np.testing.assert_allclose(unmerged.logits(clips[:1]), expected[:1], atol=1e-6)
 
 
@@ -133,7 +136,8 @@ def test_files_integer_pcm_channels_and_other_rates_are_accepted(predictor, spee
     ("audio", "message"),
     [
         (np.zeros(100, dtype=np.float32), r"too short: 6.2 ms, but random-whisper needs at least 12.6 ms"),
-        (np.full(RATE, np.nan, dtype=np.float32), "NaN or infinite"),
+        (np.full(RATE, np.nan, dtype=np.float32), "the audio: input out of range: it holds NaN or infinite"),
+        (np.full(RATE, 1e18, dtype=np.float32), r"the audio: input out of range: peak sample 1e\+18"),
         (np.zeros(0, dtype=np.float32), "holds no samples"),
         (np.zeros((2, 2, RATE), dtype=np.float32), "expected a waveform of shape"),
         ("/no/such/clip.wav", "/no/such/clip.wav: no such file"),
@@ -142,6 +146,27 @@ def test_files_integer_pcm_channels_and_other_rates_are_accepted(predictor, spee
 def test_unusable_audio_is_a_clear_error(predictor, audio, message) -> None:
     with pytest.raises(SertuneError, match=message):
         predictor.predict(audio)
+
+
+@pytest.mark.parametrize(
+    ("subtype", "peak", "shown"),
+    [("FLOAT", 1e18, "peak sample 1e+18"), ("DOUBLE", 1e300, "NaN or infinite"), ("FLOAT", 2e4, "peak sample 2e+04")],
+)
+def test_out_of_range_files_blame_the_input_not_the_checkpoint(predictor, speech, tmp_path, subtype, peak, shown):
+    # A finite 1e18 used to come out as NaN logits, reported as "the checkpoint may be corrupt".
+    path = tmp_path / "huge.wav"
+    wave = speech[:RATE].astype(np.float64)
+    sf.write(path, wave / np.abs(wave).max() * peak, RATE, subtype=subtype)
+    with pytest.raises(SertuneError) as error:
+        predictor.predict(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: input out of range") and shown in message and "checkpoint" not in message
+
+
+def test_float_audio_a_little_over_full_scale_is_predicted(predictor, speech, tmp_path) -> None:
+    path = tmp_path / "hot.wav"
+    sf.write(path, speech[:RATE] / np.abs(speech[:RATE]).max() * 1.5, RATE, subtype="FLOAT")
+    assert sum(predictor.predict(path).probabilities.values()) == pytest.approx(1.0)
 
 
 def test_bad_window_settings_are_refused(predictor) -> None:
@@ -164,7 +189,7 @@ def test_silence_is_predicted_and_flagged(predictor, speech) -> None:
 def test_group_norm_encoders_never_batch_clips_of_different_lengths(tmp_path, speech, kind: str) -> None:
     # A group-norm front end normalises over padding too; answers must not depend on batching.
     make_run(tmp_path, kind=kind, method="adapter")
-    predictor = load(tmp_path, device="cpu")
+    predictor = load(tmp_path, device="cpu", precision="no")
     clips = [speech[:RATE], speech[: RATE // 2], speech[RATE : RATE * 2], speech[: RATE * 3 // 4]]
     together = predictor.logits(clips)
     alone = np.stack([predictor.logits([clip])[0] for clip in clips])
@@ -174,6 +199,29 @@ def test_group_norm_encoders_never_batch_clips_of_different_lengths(tmp_path, sp
     with torch.inference_mode():
         in_padded_batch = predictor.classifier(padded, torch.tensor([RATE, RATE // 2]))[1].numpy()
     assert np.abs(in_padded_batch - alone[1]).max() > 1e-3  # what mixing lengths would have done
+
+
+# -- precision -----------------------------------------------------------------------------------
+def test_bf16_autocast_on_cpu_stays_close_to_float32(lora_run, predictor, speech) -> None:
+    bf16 = load(lora_run[0], device="cpu", precision="bf16")
+    assert bf16.precision == "bf16" and bf16.info().precision == "bf16" and predictor.info().precision == "no"
+    clips = [speech[:RATE], speech[RATE // 2 : RATE * 2]]
+    reduced, full = bf16.logits(clips), predictor.logits(clips)
+    assert reduced.dtype == np.float32 and not np.array_equal(reduced, full)  # autocast did run in bf16
+    for clip in clips:
+        low, high = bf16.predict(clip).probabilities, predictor.predict(clip).probabilities
+        np.testing.assert_allclose(list(low.values()), list(high.values()), atol=0.03)
+
+
+@pytest.mark.parametrize(("cpu_bf16", "expected"), [(False, "no"), (True, "bf16")])
+def test_auto_precision_follows_the_cpu(lora_run, monkeypatch, cpu_bf16, expected) -> None:
+    capabilities = Capabilities("cpu", cpu_bf16=cpu_bf16)
+    monkeypatch.setattr(precision, "detect_capabilities", lambda device_type=None: capabilities)
+    predictor = load(lora_run[0], device="cpu")
+    assert predictor.precision == expected and predictor.info().precision == expected
+    assert predictor.precision_reason.startswith("auto: CPU ")
+    with pytest.raises(SertuneError, match="precision must be one of auto, no, bf16, fp16, got 'fp8'"):
+        load(lora_run[0], device="cpu", precision="fp8")
 
 
 # -- run directories -----------------------------------------------------------------------------
@@ -229,6 +277,21 @@ def test_unusable_run_directories_are_clear_errors(tmp_path, layout, path, fold,
         resolve_run(tmp_path / path, fold)
 
 
+def make_baseline_run(directory: Path, corpus: Path) -> Path:
+    """A run directory as `sertune baseline CORPUS --out DIRECTORY` writes it."""
+    write_baseline_run(mfcc_baseline(corpus), directory)
+    return directory
+
+
+def test_a_baseline_run_has_no_model_to_predict_with(tmp_path, small_corpus) -> None:
+    run = make_baseline_run(tmp_path / "baseline", small_corpus)
+    for path in (run, run / "folds" / "fold1"):
+        with pytest.raises(SertuneError, match=r"is a baseline run .* have no neural model to predict with"):
+            load(path, device="cpu")
+    with pytest.raises(SertuneError, match="is a baseline run"):
+        resolve_run(run, fold="fold1")
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "sertune.json").write_text("{truncated")
     with pytest.raises(SertuneError, match=r"sertune\.json is corrupt"):
@@ -248,7 +311,7 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
 
 
 def test_runs_on_one_encoder_share_it_and_keep_their_own_answers(three_runs, speech) -> None:
-    predictors = load_many({name: path for name, (path, _) in three_runs.items()}, device="cpu")
+    predictors = load_many({name: path for name, (path, _) in three_runs.items()}, device="cpu", precision="no")
     first, second, other = predictors["first"], predictors["second"], predictors["other"]
     assert first.backbone is second.backbone and other.backbone is not first.backbone
     assert not first.classifier.merged and other.classifier.merged is False  # prompt: nothing to merge

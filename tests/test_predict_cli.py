@@ -1,4 +1,5 @@
-"""`sertune predict`: files, folders and globs; table, JSON and CSV; windows; failures reported and skipped."""
+"""`sertune predict`: files, folders and globs; table, JSON and CSV; windows; failures reported and skipped.
+Also `sertune serve`'s start-up, which shares predict's --precision."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_inference import LABELS, RATE, forward_logits, make_run
+from sertune import precision
+from sertune.commands.predict import predict_files
+from sertune.inference import load
+from sertune.precision import Capabilities
+from test_inference import LABELS, RATE, forward_logits, make_baseline_run, make_run
+
+# The numbers are compared with the classifier's float32 forward, whatever `auto` would pick here.
+FLOAT32 = ["--precision", "no"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,7 @@ def run_and_clips(tmp_path_factory: pytest.TempPathFactory, speech: np.ndarray):
 
 def test_json_probabilities_agree_with_the_classifiers_logits(run_and_clips, cli) -> None:
     run, clips, classifier = run_and_clips
-    code, out, err = cli(["predict", str(run), str(clips), "--json"])
+    code, out, err = cli(["predict", str(run), str(clips), "--json", *FLOAT32])
     assert code == 0, err
     results = json.loads(out)
     assert [r["input"] for r in results] == [str(clips / "a.wav"), str(clips / "c.flac"), str(clips / "nested/b.wav")]
@@ -73,7 +81,7 @@ def test_windows_in_csv_and_table(run_and_clips, cli, tmp_path, speech) -> None:
     run, _, classifier = run_and_clips
     long = tmp_path / "long.wav"
     sf.write(long, speech[: RATE * 2], RATE, subtype="FLOAT")
-    code, out, _ = cli(["predict", str(run), str(long), "--csv", "--window", "1", "--hop", "0.5"])
+    code, out, _ = cli(["predict", str(run), str(long), "--csv", "--window", "1", "--hop", "0.5", *FLOAT32])
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["segment"], r["start"], r["end"]) for r in rows] == [
@@ -109,3 +117,83 @@ def test_unusable_run_directory_is_one_clear_line(tmp_path, cli, layout, message
     code, _, err = cli(["predict", str(run), str(clip)])
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` precision resolves as on an AVX2-only CPU, whatever this machine has."""
+    monkeypatch.setattr(precision, "detect_capabilities", lambda device_type=None: Capabilities("cpu"))
+
+
+def test_one_bad_file_does_not_stop_the_batch(run_and_clips, cli, tmp_path, speech, cpu_without_bf16) -> None:
+    # A finite but huge float WAV used to abort the whole batch, blamed on the checkpoint.
+    run, _, _ = run_and_clips
+    good, huge, zero, clip = tmp_path / "good.wav", tmp_path / "huge.wav", tmp_path / "zero.wav", tmp_path / "clip.flac"
+    sf.write(good, speech[:RATE], RATE, subtype="FLOAT")
+    sf.write(huge, speech[:RATE].astype(np.float64) * 1e18, RATE, subtype="DOUBLE")
+    sf.write(zero, np.zeros(0, dtype=np.float32), RATE)
+    sf.write(clip, speech[RATE : RATE * 2], RATE)
+    code, out, err = cli(["predict", str(run), str(good), str(huge), str(zero), str(clip)])
+    assert code == 1
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [str(good), str(clip)]
+    assert f"sertune predict: {huge}: input out of range: peak sample" in err and "checkpoint" not in err
+    assert f"sertune predict: {zero}: the audio stream holds no samples" in err
+    assert "2 input(s) failed, 2 predicted" in err and "Traceback" not in err
+    assert "sertune predict: precision no (auto: CPU without native bf16 matrix instructions)" in err
+
+
+def test_a_clip_that_breaks_its_batch_costs_only_itself(run_and_clips, tmp_path, speech, monkeypatch) -> None:
+    # A clip that passes every check can still give non-finite logits; its batch neighbours must not fail with it.
+    run, _, classifier = run_and_clips
+    predictor = load(run, device="cpu", precision="no")
+    paths = [tmp_path / f"{name}.wav" for name in ("first", "poison", "last")]
+    lengths = [RATE, RATE * 3 // 4, RATE // 2]
+    for path, length in zip(paths, lengths, strict=True):
+        sf.write(path, speech[:length], RATE, subtype="FLOAT")
+    forward = predictor._forward
+
+    def poisoned(waves: list[np.ndarray]) -> np.ndarray:
+        logits = forward(waves)
+        logits[[len(wave) == lengths[1] for wave in waves]] = np.nan
+        return logits
+
+    monkeypatch.setattr(predictor, "_forward", poisoned)
+    answers = list(predict_files(predictor, paths, window=None, hop=None))
+    assert [(path, prediction is None) for path, prediction, _ in answers] == [
+        (paths[0], False), (paths[1], True), (paths[2], False)
+    ]
+    assert answers[1][2] == f"{paths[1]}: the model produced non-finite logits; the checkpoint may be corrupt"
+    np.testing.assert_allclose(answers[2][1].logits, forward_logits(classifier, speech[: lengths[2]]), atol=1e-4)
+
+
+@pytest.mark.parametrize("style", [[], ["--json"], ["--csv"]])
+def test_nothing_predicted_prints_nothing_on_stdout(run_and_clips, cli, style) -> None:
+    # A non-audio file used to leave an empty table header on stdout before the error.
+    run, clips, _ = run_and_clips
+    code, out, err = cli(["predict", str(run), str(clips / "notes.txt"), *style])
+    assert code == 1 and out == ""
+    assert f"{clips / 'notes.txt'}: not a readable audio file" in err and "0 predicted" in err
+
+
+def test_a_baseline_run_is_refused_as_having_no_model(tmp_path, small_corpus, cli, speech) -> None:
+    # It used to say "wait for training to finish a fold", which never happens for a baseline run.
+    run = make_baseline_run(tmp_path / "baseline", small_corpus)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, speech[:RATE], RATE)
+    for argv in (["predict", str(run), str(clip)], ["params", str(run)]):
+        code, _, err = cli(argv)
+        assert code == 2 and "is a baseline run" in err and "have no neural model to predict with" in err, err
+        assert "wait for training" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_logs_the_precision_at_start_up(run_and_clips, cli, monkeypatch, cpu_without_bf16) -> None:
+    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("fastapi")
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **settings: served.update(settings))
+    run, _, _ = run_and_clips
+    code, _, err = cli(["serve", "--model", f"tiny={run}", "--port", "8123"])
+    assert code == 0 and served["port"] == 8123
+    assert "precision no (auto: CPU without native bf16 matrix instructions): tiny (lora)" in err
+    code, _, err = cli(["serve", "--model", f"tiny={run}", "--precision", "bf16"])
+    assert code == 0 and "precision bf16 (asked for): tiny (lora)" in err

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from sertune.errors import SertuneError
 
+# Not `from typing import TYPE_CHECKING`: `import sertune` (and so `sertune --help`) would pay for typing.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from sertune.inference import Predictor
 
 __version__ = "0.1.0"

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from sertune.head_config import HeadConfig
 
-@dataclass
-class HeadConfig:
-    """Settings of the head; the defaults are the study's."""
-
-    channels: int = 256
-    dropout: float = 0.1
-    # Also weigh the embedding / conv output (hidden state 0), not only the transformer layers.
-    include_embedding: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["EmotionHead", "HeadConfig"]
 
 
 class EmotionHead(nn.Module):

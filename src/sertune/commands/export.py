@@ -10,18 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sertune.audio import load_audio
-from sertune.export import export_run
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="export a trained run to ONNX",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run", type=Path, help="a run, fold or checkpoint directory")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `export`."""
+    parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a run, fold or checkpoint directory")
     parser.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="the ONNX file to write")
     parser.add_argument("--fold", help="the fold of a run directory to export (default: best dev UAR)")
     parser.add_argument(
@@ -31,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export, check against PyTorch, and print what was written."""
+    from sertune.audio import load_audio
+    from sertune.export import export_run
+
     clips = [load_audio(path) for path in args.audio] if args.audio else None
     report = export_run(args.run, args.onnx, fold=args.fold, clips=clips)
     print(f"exported {report.checkpoint} ({report.backbone}, {report.method}) to {report.path}")

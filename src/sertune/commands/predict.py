@@ -1,54 +1,62 @@
-"""`sertune predict RUN_DIR INPUT...`: emotion labels of audio files, folders and globs."""
+"""`sertune predict RUN_DIR INPUT...`: emotion labels of audio files, folders and globs.
+
+RUN_DIR is a trained run (its fold with the best dev UAR, or --fold), a fold or a checkpoint
+directory. Inputs are files, folders (searched recursively) or glob patterns. A file that cannot be
+predicted (unreadable, truncated, too short, samples out of range) is reported on stderr with its
+reason while the others are predicted; the exit status is then 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-import soundfile as sf
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from sertune.errors import SertuneError
-from sertune.inference import DEFAULT_BATCH_SIZE, Prediction, Predictor, load
+from sertune.options import add_precision_argument
+from sertune.prediction import DEFAULT_BATCH_SIZE, Prediction
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sertune.inference import Predictor
 
 # Files read from disk per batch of predictions: bounds memory for thousands of inputs.
 FILES_PER_CHUNK = 32
-# Extensions looked for inside folders: every container soundfile (libsndfile) reads, plus aliases.
-AUDIO_SUFFIXES = {f".{name.lower()}" for name in sf.available_formats()} | {
-    ".wave",
-    ".aif",
-    ".aifc",
-    ".oga",
-    ".opus",
-    ".snd",
-    ".sph",
-}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `predict` subcommand."""
-    parser = subparsers.add_parser(
-        "predict",
-        help="predict the emotion of audio files with a trained run",
-        description="Predict the emotion of audio files with a trained run (a run, fold or checkpoint "
-        "directory). Inputs are files, folders (searched recursively) or glob patterns. Unreadable "
-        "files are reported on stderr and skipped; the exit status is then 1.",
-    )
-    parser.add_argument("run", type=Path, help="a trained run, fold or checkpoint directory")
+@functools.cache
+def audio_suffixes() -> frozenset[str]:
+    """Extensions looked for inside folders: every container soundfile (libsndfile) reads, plus aliases."""
+    import soundfile as sf
+
+    aliases = {".wave", ".aif", ".aifc", ".oga", ".opus", ".snd", ".sph"}
+    return frozenset({f".{name.lower()}" for name in sf.available_formats()} | aliases)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `predict`."""
+    parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a trained run, fold or checkpoint directory")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
-    parser.add_argument("--fold", help="serve this fold of a run directory (default: best dev UAR)")
+    parser.add_argument("--fold", help="predict with this fold of a run directory (default: best dev UAR)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     output.add_argument("--csv", action="store_true", help="print CSV: one row per input and per window")
-    parser.add_argument("--window", type=float, help="cut audio longer than this many seconds into windows")
+    parser.add_argument(
+        "--window", type=float,
+        help="cut audio longer than this many seconds into windows (default: the run's training crop, for clips "
+        "longer than its evaluation took whole)",
+    )
     parser.add_argument("--hop", type=float, help="seconds between window starts (default: half the window)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="clips per forward pass")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    add_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,7 +68,7 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in audio_suffixes())
             if not found:
                 missing.append((pattern, "folder holds no audio files"))
         elif path.exists():
@@ -79,36 +87,73 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]
 def predict_files(
     predictor: Predictor, files: list[Path], *, window: float | None, hop: float | None
 ) -> Iterator[tuple[Path, Prediction | None, str | None]]:
-    """(file, prediction, None) or (file, None, reason) per file, in order; reads files a chunk at a time."""
+    """(file, prediction, None) or (file, None, reason) per file, in order; reads files a chunk at a time.
+
+    Every file is checked on its own before the chunk is batched; one bad file never costs the others
+    their predictions.
+    """
     for start in range(0, len(files), FILES_PER_CHUNK):
         chunk = files[start : start + FILES_PER_CHUNK]
-        waves, good, failures = [], [], {}
+        waves: dict[Path, np.ndarray] = {}
+        failures: dict[Path, str] = {}
         for path in chunk:
             try:
-                waves.append(predictor.waveform(path))
-                good.append(path)
+                waves[path] = predictor.waveform(path)
             except SertuneError as error:
-                message = str(error)
-                failures[path] = message if str(path) in message else f"{path}: {message}"
-        predictions = predictor.predict_waveforms(waves, sources=[str(p) for p in good], window=window, hop=hop)
-        answers = dict(zip(good, predictions, strict=True))
+                failures[path] = _naming(path, error)
+        answers, failed = _predict_chunk(predictor, waves, window=window, hop=hop)
+        failures.update(failed)
         for path in chunk:
             yield path, answers.get(path), failures.get(path)
 
 
+def _predict_chunk(
+    predictor: Predictor, waves: dict[Path, np.ndarray], *, window: float | None, hop: float | None
+) -> tuple[dict[Path, Prediction], dict[Path, str]]:
+    """Predictions of checked waveforms in shared batches; when a batch still fails, each file alone,
+    so that only the file at fault is reported."""
+    try:
+        predictions = predictor.predict_waveforms(
+            list(waves.values()), sources=[str(path) for path in waves], window=window, hop=hop
+        )
+        return dict(zip(waves, predictions, strict=True)), {}
+    except SertuneError:
+        # A clip that passed the checks still broke a shared batch (non-finite logits): find it.
+        answers: dict[Path, Prediction] = {}
+        failures: dict[Path, str] = {}
+        for path, wave in waves.items():
+            try:
+                answers[path] = predictor.predict_waveforms([wave], sources=[str(path)], window=window, hop=hop)[0]
+            except SertuneError as error:
+                failures[path] = _naming(path, error)
+        return answers, failures
+
+
+def _naming(path: Path, error: SertuneError) -> str:
+    """The error's message, starting with the file it is about."""
+    message = str(error)
+    return message if str(path) in message else f"{path}: {message}"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Predict every input; print the results on stdout and the failures on stderr."""
+    """Predict every input; print the results on stdout (nothing if none) and the failures on stderr."""
+    from sertune.inference import load
+    from sertune.progress import progress_bar
+
     files, missing = expand_inputs(args.inputs)
     for pattern, reason in missing:
         print(f"sertune predict: {pattern}: {reason}", file=sys.stderr)
     if not files:
         return 1
     predictor = load(
-        args.run, fold=args.fold, device=args.device, window=args.window, hop=args.hop, batch_size=args.batch_size
+        args.run, fold=args.fold, device=args.device, window=args.window, hop=args.hop, batch_size=args.batch_size,
+        precision=args.precision,
     )
+    if args.precision == "auto":
+        print(f"sertune predict: precision {predictor.precision} ({predictor.precision_reason})", file=sys.stderr)
     results: list[Prediction] = []
     failed = len(missing)
-    progress = tqdm(total=len(files), unit="file", file=sys.stderr, disable=len(files) < 2 or None)
+    progress = progress_bar(len(files), unit="file", disable=len(files) < 2)
     with progress:
         for _path, prediction, reason in predict_files(predictor, files, window=args.window, hop=args.hop):
             if prediction is None:
@@ -117,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 results.append(prediction)
             progress.update()
-    write_results(results, predictor.labels, "json" if args.json else "csv" if args.csv else "table")
+    if results:
+        write_results(results, predictor.labels, "json" if args.json else "csv" if args.csv else "table")
     if failed:
         print(f"sertune predict: {failed} input(s) failed, {len(results)} predicted", file=sys.stderr)
     return 1 if failed else 0

@@ -11,17 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sertune.report import default_out_dir, load_runs, uar_table, write_report
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `report` subcommand."""
-    parser = subparsers.add_parser(
-        "report",
-        help="tables (UAR, fairness, parameters) and plots of trained runs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `report`."""
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of `sertune train`")
     parser.add_argument(
         "--out", type=Path, help="output directory (default: RUN_DIR/report for one run, ./report for several)"
@@ -31,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print the cross-run UAR table."""
+    from sertune.report import default_out_dir, load_runs, uar_table, write_report
+
     runs, skipped = load_runs(args.runs)
     for message in skipped:
         print(f"sertune report: warning: skipped {message}", file=sys.stderr)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any
 
-from sertune.config import PRECISIONS, PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
+from sertune.commands._format import mean_std
+from sertune.commands._help import show_default
+from sertune.config import PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
 from sertune.errors import SertuneError
 from sertune.options import add_tuning_arguments
+from sertune.precision import PRECISIONS
 
 TRAIN_HELP = {
     "epochs": "training epochs per fold",
@@ -34,21 +36,22 @@ TRAIN_HELP = {
     "augment": "Gaussian noise (SNR 10-30 dB) and time masks on training clips",
     "bucketing": "batch clips of similar length together",
     "grad_accum": "batches per optimizer step",
-    "max_grad_norm": "clip gradients to this norm",
-    "precision": f"mixed precision: {', '.join(PRECISIONS)}",
+    "max_grad_norm": "clip gradients to this norm (default: no clipping)",
+    "precision": "mixed precision; auto: bf16 where the hardware computes it natively, else fp16 on a GPU, no on a CPU",
     "seed": "seed of every random choice",
     "workers": "data-loading worker processes",
     "feature_cache": "with --method frozen, cache the encoder's layer outputs on disk",
     "cache_dir": "feature cache folder (default: ~/.cache/sertune/features)",
+    "allow_speaker_overlap": "train even if folds.json puts a speaker in two parts of a fold (a warning, not an error)",
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train and evaluate a method with cross-validation", description=__doc__,
-        argument_default=argparse.SUPPRESS,
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `train`; options not given stay absent, so that they do not override --config."""
+    parser.argument_default = argparse.SUPPRESS
+    parser.add_argument(
+        "corpus", nargs="?", metavar="CORPUS_DIR", help="prepared corpus directory (optional with --resume)"
     )
-    parser.add_argument("corpus", nargs="?", help="prepared corpus directory (optional with --resume)")
     parser.add_argument("--out", type=Path, required=True, help="run directory to write")
     parser.add_argument("--backbone", help="encoder: short name (`sertune backbones`), hub id or local directory")
     parser.add_argument("--folds", help="comma-separated fold names or 1-based numbers (default: all)")
@@ -64,16 +67,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_train_option(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
     flag = "--" + field.name.replace("_", "-")
-    help_text = TRAIN_HELP[field.name] + f" (default {field.default})"
+    help_text = TRAIN_HELP[field.name]
     if field.type in ("bool", bool):
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        action = group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
     elif field.name == "betas":
-        group.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), help=help_text)
+        action = group.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), help=help_text)
     elif field.name == "precision":
-        group.add_argument(flag, choices=PRECISIONS, help=help_text)
+        action = group.add_argument(flag, choices=PRECISIONS, help=help_text)
     else:
         kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0], str)
-        group.add_argument(flag, type=kind, help=help_text)
+        action = group.add_argument(flag, type=kind, help=help_text)
+    show_default(action, field.default)
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,6 +94,9 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Resolve the settings, train every fold, and print the test UAR over folds."""
+    import logging
+
     from sertune.train import CONFIG, saved_config, train_run
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -106,10 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if not config.corpus:
         raise SertuneError("give the prepared corpus directory (or `corpus:` in --config)")
     summary = train_run(config, args.out, resume=args.resume)
-    test = summary["test"]
+    uar = summary["test"]["uar"]
     print(
         f"{summary['corpus']} {summary['backbone']} {summary['method']}: test UAR "
-        f"{test['uar']['mean']:.1f} ± {(test['uar']['std'] or 0.0):.1f}% over {test['uar']['n']} fold(s); "
-        f"run saved in {args.out}"
+        f"{mean_std(uar)}% over {uar['n']} fold(s); run saved in {args.out}"
     )
     return 0

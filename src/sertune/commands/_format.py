@@ -1,0 +1,15 @@
+"""Text shared by the commands' output (a private module: not a subcommand)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def mean_std(summary: Mapping[str, Any], width: int = 0) -> str:
+    """'62.0 ± 3.5' for a mean/std entry of `summarize_folds`, and only '62.0' when the std is null (one fold).
+
+    `width` pads the mean, so that it lines up with per-fold numbers printed above it.
+    """
+    spread = f" ± {summary['std']:.1f}" if summary.get("std") is not None else ""
+    return f"{summary['mean']:{width}.1f}{spread}"

@@ -1,0 +1,116 @@
+"""What a prediction is and how a run's audio is cut, without torch: results, audio settings, windows.
+
+`sertune.inference` computes these; they live apart so that the command line (and anything that
+only reads results) can use them without loading torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Span = tuple[int, int]  # [start, end) in samples
+
+# Used when a run's sertune.json predates the "audio" settings (the study's 6-s training crop).
+DEFAULT_MAX_SECONDS = 6.0
+DEFAULT_EVAL_MAX_SECONDS = 30.0
+# Clips (or windows) per forward pass, unless the caller asks for another size.
+DEFAULT_BATCH_SIZE = 8
+
+
+# -- results ---------------------------------------------------------------------------------------
+@dataclass
+class Scores:
+    """What the classifier says about one stretch of audio."""
+
+    label: str
+    probabilities: dict[str, float]
+    # Raw logits of one forward pass; None for a windowed clip, whose answer averages probabilities.
+    logits: list[float] | None
+    silent: bool
+
+
+@dataclass
+class WindowPrediction(Scores):
+    """The scores of one window of a long clip; `start` and `end` in seconds."""
+
+    start: float = 0.0
+    end: float = 0.0
+
+
+@dataclass
+class Prediction(Scores):
+    """The answer for one input: its label and probabilities, and the windows it was cut into (if any).
+
+    For a windowed clip `probabilities` is the mean of the windows' probabilities and `label` their
+    argmax.
+    """
+
+    duration: float = 0.0
+    windows: list[WindowPrediction] | None = None
+    source: str | None = None  # the file, when the input was one
+    model: str | None = None  # the predictor's name, when it has one (served models do)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the shape `sertune predict --json` and the server return)."""
+        return asdict(self)
+
+
+@dataclass
+class ModelInfo:
+    """What a predictor serves; `eval_max_seconds` is the longest clip it takes whole, `precision` the
+    autocast it computes in ("no": float32)."""
+
+    name: str | None
+    labels: list[str]
+    backbone: str
+    method: str
+    merged: bool
+    checkpoint: str | None
+    fold: str | None
+    sample_rate: int
+    window_seconds: float
+    eval_max_seconds: float
+    precision: str
+    shares_encoder_with: list[str] = field(default_factory=list)
+
+
+# -- settings ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioSettings:
+    """How a run's clips were prepared: rate, training crop, and the longest clip evaluated whole."""
+
+    sample_rate: int = 16000
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    eval_max_seconds: float = DEFAULT_EVAL_MAX_SECONDS
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> AudioSettings:
+        """The `audio` entry of a `sertune.json`, with the study's defaults for what it lacks."""
+        audio = metadata.get("audio") or {}
+        return cls(
+            sample_rate=int(audio.get("sample_rate", 16000)),
+            max_seconds=float(audio.get("max_seconds") or DEFAULT_MAX_SECONDS),
+            eval_max_seconds=float(audio.get("eval_max_seconds") or DEFAULT_EVAL_MAX_SECONDS),
+        )
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Clips longer than `whole_limit` samples are cut into `window`-sample windows, `hop` apart."""
+
+    whole_limit: int
+    window: int
+    hop: int
+
+    def spans(self, length: int) -> list[Span]:
+        """Sample spans of a clip of `length` samples: the whole clip, or full windows covering it.
+
+        The last window is moved back to end at the clip's end, so every window is full length
+        (no short tail that would be scored on less audio, or be shorter than the encoder allows).
+        """
+        if length <= self.whole_limit:
+            return [(0, length)]
+        starts = [*range(0, length - self.window, self.hop), length - self.window]
+        return [(start, start + self.window) for start in starts]
