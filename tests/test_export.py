@@ -19,6 +19,8 @@ from sertune.errors import SertuneError
 from sertune.model import EmotionClassifier
 from sertune.tuning import TuningConfig
 from sertune.tuning.lora import lora_layers
+from test_checkpoint_metadata import MALFORMED, edited_run, poisoned_run
+from test_inference import make_run
 
 from conftest import TINY_CONFIGS
 
@@ -172,6 +174,30 @@ def test_cli_refuses_missing_and_corrupt_runs(tmp_path: Path, cli) -> None:
     (checkpoint / METADATA).write_text("{truncated")
     assert "corrupt" in _cli_error(["export", str(checkpoint), "--onnx", str(out)])
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("export-run") / "checkpoint"
+    make_run(directory)
+    return directory
+
+
+@pytest.mark.parametrize(("edit", "message"), MALFORMED)
+def test_cli_refuses_malformed_metadata_in_one_line(tmp_path: Path, cli, lora_run: Path, edit, message) -> None:
+    run = edited_run(lora_run, tmp_path / "run", edit)
+    out = tmp_path / "model.onnx"
+    expected = f"sertune export: error: {run / METADATA}: {message}\n"
+    assert cli(["export", str(run), "--onnx", str(out)]) == (2, "", expected)
+    assert not out.exists()
+
+
+def test_nan_adapter_is_refused_before_export(tmp_path: Path, cli, lora_run: Path) -> None:
+    run, tensor = poisoned_run(lora_run, tmp_path / "run", float("nan"))
+    out = tmp_path / "model.onnx"
+    code, _, err = cli(["export", str(run), "--onnx", str(out)])
+    assert code == 2 and err.startswith(f"sertune export: error: {run / WEIGHTS}: tensor {tensor} holds 1 NaN of ")
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_check_batches_differ_in_size_and_length(speech: np.ndarray) -> None:

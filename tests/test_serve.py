@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sertune.checkpoint import METADATA
 from sertune.cli import main
 from sertune.inference import load_many
+from test_checkpoint_metadata import MALFORMED, drop_key, edited_run, poisoned_run
 from test_inference import RATE, make_run
 
 MAX_UPLOAD_MB = 1
@@ -244,6 +246,29 @@ def test_serve_refuses_unusable_runs_at_startup(tmp_path, capsys, runs, model, m
         main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("edit", "message"), MALFORMED)
+def test_serve_refuses_malformed_metadata_at_startup(tmp_path, capsys, runs, edit, message) -> None:
+    run = edited_run(runs["a"], tmp_path / "run", edit)
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--model", f"x={run}", "--port", str(_free_port())])
+    assert (stop.value.code, capsys.readouterr().err) == (2, f"sertune serve: error: {run / METADATA}: {message}\n")
+
+
+@pytest.mark.parametrize("broken", ["no-tuning", "nan-adapter"])
+def test_real_serve_command_exits_2_with_one_line_before_serving(tmp_path, runs, broken) -> None:
+    if broken == "no-tuning":  # once `KeyError: 'tuning'` from a real server
+        run = edited_run(runs["a"], tmp_path / "run", drop_key("tuning"))
+        expected = f"{run / METADATA}: tuning is missing"
+    else:
+        run, tensor = poisoned_run(runs["a"], tmp_path / "run", float("nan"))
+        expected = f"tensor {tensor} holds 1 NaN of"
+    command = [sys.executable, "-m", "sertune", "serve", "--model", f"x={run}", "--port", str(_free_port())]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("sertune serve: error: ") and expected in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 # -- memory -----------------------------------------------------------------------------------------

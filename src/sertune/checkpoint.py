@@ -6,7 +6,7 @@ it from there (or reuses a backbone the caller already holds, e.g. one shared by
 
 from __future__ import annotations
 
-import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,13 @@ from sertune.backbones import Backbone, build_backbone, load_backbone
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path, write_json_atomic
 from sertune.head import HeadConfig
+from sertune.metadata import METADATA, read_metadata
 from sertune.model import CANONICAL_ADAPTER, EmotionClassifier
 from sertune.tuning import TuningConfig
 
 WEIGHTS = "adapter.safetensors"
-METADATA = "sertune.json"
+# The shape of an encoder as sertune.json records it; a checkpoint fits only an encoder of that shape.
+SHAPE_FIELDS = ("family", "hidden_size", "num_layers")
 DEFAULT_AUDIO = {"sample_rate": 16000}
 
 
@@ -48,20 +50,13 @@ def save_classifier(classifier: EmotionClassifier, directory: str | Path, *, aud
         "audio": audio or DEFAULT_AUDIO,
     }
     with atomic_path(directory / WEIGHTS) as tmp:
+        mode = stat.S_IMODE(tmp.stat().st_mode)
         save_file(tensors, str(tmp), metadata={"format": "pt", "sertune": __version__})
+        # save_file writes a private (0600) temporary file of its own and renames it over `tmp`:
+        # give the result back the umask-respecting mode atomic_path chose, as every other file has.
+        tmp.chmod(mode)
     write_json_atomic(directory / METADATA, metadata)
     return directory / WEIGHTS
-
-
-def read_metadata(directory: str | Path) -> dict[str, Any]:
-    """The run's `sertune.json`, with a clear error if it is missing or unreadable."""
-    path = Path(directory) / METADATA
-    if not path.is_file():
-        raise SertuneError(f"{directory} is not a trained sertune run: {METADATA} is missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SertuneError(f"{path} is corrupt ({error}); retrain or restore the file") from None
 
 
 def load_classifier(
@@ -74,6 +69,9 @@ def load_classifier(
     """Rebuild a trained classifier from its run directory, on its base encoder (or on `backbone`)."""
     directory = Path(directory)
     metadata = read_metadata(directory)
+    # The weights are checked before the encoder is loaded, which can take minutes.
+    weights = directory / WEIGHTS
+    tensors = read_weights(weights)
     expected = metadata["backbone"]
     if backbone is None:
         backbone = backbone_from_source(expected["name"], expected["source"], device=device)
@@ -85,16 +83,37 @@ def load_classifier(
         HeadConfig(**metadata["head"]),
         adapter_name=adapter_name,
     )
-    weights = directory / WEIGHTS
-    if not weights.is_file():
-        raise SertuneError(f"{weights} is missing: the run did not finish saving, or the file was removed")
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError) as error:
-        raise SertuneError(f"{weights} is corrupt or truncated ({error}); retrain or restore it") from None
     classifier.load_trained_state_dict(tensors, origin=str(weights))
     classifier.eval()
     return classifier.to(device) if device is not None else classifier
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of an `adapter.safetensors`; a clear error if it is missing, unreadable, or holds NaN or inf."""
+    if not path.is_file():
+        raise SertuneError(f"{path} is missing: the run did not finish saving, or the file was removed")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise SertuneError(f"{path} is corrupt or truncated ({error}); retrain or restore it") from None
+    broken = [(name, problem) for name, tensor in sorted(tensors.items()) if (problem := _non_finite(tensor))]
+    if broken:
+        name, problem = broken[0]
+        others = f" ({len(broken) - 1} more tensors too)" if len(broken) > 1 else ""
+        raise SertuneError(
+            f"{path}: tensor {name} holds {problem}{others}; the training diverged or the file is damaged: "
+            "retrain or restore it"
+        )
+    return tensors
+
+
+def _non_finite(tensor: torch.Tensor) -> str:
+    """'3 NaN and 1 inf of 1024 values' for a tensor that has any, else ''."""
+    if not tensor.is_floating_point():
+        return ""
+    counts = {"NaN": int(torch.isnan(tensor).sum()), "inf": int(torch.isinf(tensor).sum())}
+    found = " and ".join(f"{count} {kind}" for kind, count in counts.items() if count)
+    return f"{found} of {tensor.numel()} values" if found else ""
 
 
 def backbone_from_source(name: str, source: dict[str, Any], *, device: str | torch.device | None = None) -> Backbone:
@@ -115,13 +134,29 @@ def backbone_from_source(name: str, source: dict[str, Any], *, device: str | tor
 
 
 def check_backbone(backbone: Backbone, expected: dict[str, Any], origin: Path) -> None:
-    """Refuse a backbone whose family or shape differs from the one the run was trained on."""
-    found = {
-        "family": backbone.family,
-        "hidden_size": backbone.hidden_size,
-        "num_layers": backbone.num_layers,
-    }
-    wrong = {key: (expected[key], value) for key, value in found.items() if expected[key] != value}
-    if wrong:
-        details = ", ".join(f"{key} {want} expected but {got} found" for key, (want, got) in wrong.items())
+    """Refuse a backbone whose shape (family, hidden size, layers) differs from the one the run was trained on.
+
+    The message says which fields differ, and whether the names differ too: the same name with
+    another shape means `sertune.json` was edited, or that name now loads another model.
+    """
+    wrong = [
+        f"{field} {expected[field]} expected but {getattr(backbone, field)} found"
+        for field in SHAPE_FIELDS
+        if expected[field] != getattr(backbone, field)
+    ]
+    if not wrong:
+        return
+    details = ", ".join(wrong)
+    if backbone.name != expected["name"]:
         raise SertuneError(f"{origin} was trained on {expected['name']}, not on {backbone.name}: {details}")
+    recorded, loaded = _source_label(expected["source"]), _source_label(backbone.source)
+    source = f"; {METADATA} records the source {recorded}, the encoder came from {loaded}" if recorded != loaded else ""
+    raise SertuneError(
+        f"{origin / METADATA}: the encoder loaded as {backbone.name} does not have the shape {METADATA} records for "
+        f"{expected['name']}: {details}{source} ({METADATA} was edited, or the name now loads another model)"
+    )
+
+
+def _source_label(source: dict[str, Any]) -> str:
+    """Where an encoder came from, in a few words: a hub id, a path, or a random initialisation."""
+    return str(source.get("id") or source.get("path") or source.get("kind"))
