@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_api_and_cli_predictions_equal_the_training_time_logits(finished_run: Pa
         np.testing.assert_allclose(result["logits"], logits, atol=1e-4)
 
 
-def test_resume_after_interruption_gives_the_same_numbers(
+def test_resume_after_a_kill_mid_write_gives_the_same_numbers_and_leaves_no_temporaries(
     tmp_path: Path, finished_run: Path, small_corpus: Path, tiny_whisper_dir: Path
 ) -> None:
     class Interrupted(Exception):
@@ -111,10 +112,18 @@ def test_resume_after_interruption_gives_the_same_numbers(
     partial = fold_metrics(out)
     assert not partial["complete"] and len(partial["epochs"]) == 1
     assert (out / "folds/fold1/last/state.pt").is_file()
+    # What `kill -9` during the next epoch's writes leaves: the temporaries of atomic_path.
+    for directory, prefix, content in [("folds/fold1/last", ".state.pt.", b"half a state"),
+                                       ("folds/fold1", ".metrics.json.", b"")]:
+        fd, _ = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=out / directory)
+        os.write(fd, content)
+        os.close(fd)
     with pytest.raises(SertuneError, match="--resume"):
         train_run(config, out)
     train_run(config, out, resume=True)
     assert without_times(fold_metrics(out)) == without_times(fold_metrics(finished_run))
+    assert (out / "summary.json").is_file() and not list(out.rglob("*.tmp"))
+    assert not (out / "folds/fold1/last").exists()
 
 
 def test_resume_refuses_changed_settings(tmp_path: Path, finished_run: Path, small_corpus: Path,

@@ -7,22 +7,109 @@ The resolved settings are saved in the run directory (`config.yaml`), which `--r
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sertune.errors import SertuneError
-from sertune.head import HeadConfig
+from sertune.head_config import HeadConfig
+from sertune.precision import PRECISIONS
 from sertune.tuning import TuningConfig
 
-PRECISIONS = ("no", "bf16", "fp16")
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a numeric setting accepts: whole or real numbers, finite, within optional bounds."""
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is excluded
+    high_open: bool = False
+    optional: bool = False  # None is accepted (e.g. no gradient clipping)
+    count: int | None = None  # a list of exactly this many numbers (Adam's betas)
+
+    def describe(self) -> str:
+        """What the setting must be, e.g. "a number in (0, 1)"."""
+        what = "a whole number" if self.kind is int else "a finite number"
+        if self.low is not None and self.high is not None:
+            opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{what} in {opening}{self.low:g}, {self.high:g}{closing}"
+        if self.low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        return what
+
+    def check(self, value: Any) -> Any:
+        """`value` as the setting's type, or ValueError if it is not acceptable."""
+        if value is None and self.optional:
+            return None
+        if self.count is not None:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != self.count:
+                raise ValueError
+            return [self._number(item) for item in value]
+        return self._number(value)
+
+    def _number(self, value: Any) -> int | float:
+        if isinstance(value, bool):
+            raise ValueError
+        # PyYAML reads 1e-3 (no dot) as a string, so numbers written that way are converted here.
+        number = float(value) if isinstance(value, str) else value
+        if not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ValueError
+        if self.kind is int:
+            if number != int(number):
+                raise ValueError
+            number = int(number)
+        else:
+            number = float(number)
+        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
+            raise ValueError
+        if self.high is not None and (number > self.high or (self.high_open and number == self.high)):
+            raise ValueError
+        return number
+
+
+_AT_LEAST_ONE = Limit(int, 1)
+_POSITIVE = Limit(float, 0, low_open=True)
+_NON_NEGATIVE = Limit(float, 0)
+_DROPOUT = Limit(float, 0, 1, high_open=True)
+
+# Every numeric setting of each config section; YAML, flags and the Python API all pass through these.
+LIMITS: dict[str, dict[str, Limit]] = {
+    "train": {
+        "epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "eval_batch_size": _AT_LEAST_ONE,
+        "grad_accum": _AT_LEAST_ONE, "plateau_patience": Limit(int), "seed": Limit(int, 0), "workers": Limit(int, 0),
+        "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "betas": Limit(float, 0, 1, high_open=True, count=2),
+        "plateau_factor": Limit(float, 0, 1, low_open=True, high_open=True), "min_lr": _NON_NEGATIVE,
+        "max_seconds": _POSITIVE, "eval_max_seconds": _POSITIVE, "max_grad_norm": Limit(float, 0, low_open=True,
+                                                                                         optional=True),
+    },
+    "tuning": {
+        "lora_rank": _AT_LEAST_ONE, "lora_alpha": _POSITIVE, "lora_dropout": _DROPOUT, "adapter_dim": _AT_LEAST_ONE,
+        "adapter_scale": _POSITIVE, "adapter_dropout": _DROPOUT, "prompt_length": _AT_LEAST_ONE,
+    },
+    "head": {"channels": _AT_LEAST_ONE, "dropout": _DROPOUT},
+}
+
+
+def checked(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The numeric settings among `values` of `section`, converted to their type; SertuneError if one is bad."""
+    result = {}
+    for name, limit in LIMITS[section].items():
+        if name not in values:
+            continue
+        try:
+            result[name] = limit.check(values[name])
+        except (TypeError, ValueError):
+            what = f"{limit.count} numbers, each {limit.describe()}" if limit.count else limit.describe()
+            raise SertuneError(f"{section}.{name} must be {what}, got {values[name]!r}") from None
+    return result
 
 
 @dataclass
 class TrainConfig:
-    """How a fold is trained and evaluated; the defaults are the study's recipe (DESIGN.md section 3)."""
+    """How a fold is trained and evaluated; the defaults are the study's recipe (docs/architecture.md)."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -44,27 +131,22 @@ class TrainConfig:
     bucketing: bool = False
     grad_accum: int = 1
     max_grad_norm: float | None = None
-    precision: str = "no"
+    # "auto" is resolved when the run starts (sertune.precision) and the choice saved in config.yaml.
+    precision: str = "auto"
     seed: int = 0
     workers: int = 2
     # Cache the frozen encoder's layer outputs (only used when no method touches the encoder).
     feature_cache: bool = True
     cache_dir: str | None = None
+    # A speaker in two parts of a fold stops the run; with this set it is only a warning.
+    allow_speaker_overlap: bool = False
 
     def __post_init__(self) -> None:
-        self.betas = tuple(float(beta) for beta in self.betas)  # YAML gives a list
-        if len(self.betas) != 2:
-            raise SertuneError(f"betas needs two numbers, got {list(self.betas)}")
+        for name, value in checked("train", vars(self)).items():
+            setattr(self, name, value)
+        self.betas = tuple(self.betas)  # YAML gives a list
         if self.precision not in PRECISIONS:
-            raise SertuneError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise SertuneError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "max_seconds", "eval_max_seconds"):
-            if not getattr(self, name) > 0:
-                raise SertuneError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise SertuneError(f"workers must be 0 or more, got {self.workers}")
+            raise SertuneError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -78,6 +160,11 @@ class RunConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # TuningConfig and HeadConfig check only what their own code needs; ranges are checked here.
+        checked("tuning", vars(self.tuning))
+        checked("head", vars(self.head))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML (tuples become lists)."""
@@ -136,6 +223,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SertuneError(f"config file {path} not found")
+    import yaml  # imported here: `sertune train --help` builds its parser from this module
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
@@ -167,7 +256,10 @@ def resolve_config(
 
 def config_from_dict(settings: dict[str, Any]) -> RunConfig:
     """A RunConfig from plain data such as a saved config.yaml."""
-    sections = {name: cls(**settings.get(name, {})) for name, cls in SECTIONS.items()}
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = settings.get(name, {})
+        sections[name] = cls(**{**values, **checked(name, values)})  # checked first: the classes assume numbers
     folds = settings.get("folds")
     if folds is not None:
         folds = [str(name) for name in (folds.split(",") if isinstance(folds, str) else folds)]
@@ -181,4 +273,6 @@ def config_from_dict(settings: dict[str, Any]) -> RunConfig:
 
 def dump_yaml(config: RunConfig) -> str:
     """The config as YAML text."""
+    import yaml
+
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+# The names `atomic_path` gives its temporaries: "." + target name + "." + mkstemp's 8 characters + ".tmp".
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 @contextlib.contextmanager
@@ -38,6 +41,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of `atomic_path` below `directory`; returns what was deleted.
+
+    A process killed in the middle of a write leaves its temporary behind. Call this only where no
+    write is in progress, e.g. when a run is resumed.
+    """
+    stale = [path for path in Path(directory).rglob(".*.tmp") if _TEMPORARY.fullmatch(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -6,22 +6,29 @@ process writes files. See docs/runs.md for what the run directory holds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
+from sertune.backbones import load_backbone
 from sertune.checkpoint import WEIGHTS, read_metadata
 from sertune.config import RunConfig, config_from_dict, dump_yaml, read_yaml
 from sertune.corpora import Corpus, Fold, load_corpus
+from sertune.corpora.folds import overlap_message, speaker_overlaps
+from sertune.corpora.manifest import FOLDS as FOLDS_FILE
 from sertune.errors import SertuneError
-from sertune.fileio import write_json_atomic, write_text_atomic
+from sertune.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from sertune.model import EmotionClassifier
+from sertune.precision import resolve_precision
 from sertune.runs import run_summary
-from sertune.trainer import CHECKPOINT, METRICS, EpochCallback, FoldTrainer, TrainingDiverged
+from sertune.trainer import CHECKPOINT, METRICS, STATE, EpochCallback, FoldTrainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
 CONFIG, SUMMARY, FOLDS = "config.yaml", "summary.json", "folds"
@@ -46,14 +53,19 @@ def select_folds(corpus: Corpus, wanted: list[str] | None) -> list[tuple[int, Fo
     return [unique[index] for index in sorted(unique)]
 
 
-def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool) -> None:
-    """Check `out` against --resume and save the resolved config there."""
+def check_run_directory(out: Path, config: RunConfig, *, resume: bool) -> None:
+    """Refuse an `out` that cannot take this run (a file; a run, unless resumed with its own settings).
+
+    A config.yaml without any trained fold is what a failed start left: a plain command reuses it.
+    """
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise SertuneError(f"--out {out}: {path} is a file, not a directory; choose another --out")
+            break
     saved_path = out / CONFIG
-    if saved_path.is_file():
-        if not resume:
-            raise SertuneError(
-                f"{out} already holds a run; pass --resume to continue it, or choose another --out"
-            )
+    trained = has_trained_fold(out)
+    if saved_path.is_file() and resume:
         wanted = _flatten(config.to_dict())
         saved = _flatten(config_from_dict(read_yaml(saved_path)).to_dict())
         differences = [key for key, value in wanted.items() if value != saved.get(key)]
@@ -62,10 +74,51 @@ def prepare_run_directory(out: Path, config: RunConfig, *, resume: bool) -> None
                 f"--resume with settings that differ from {saved_path}: {', '.join(differences)}; "
                 "resume with the saved settings (omit those options), or start a new --out"
             )
-    elif resume and any(out.glob(f"{FOLDS}/*/{METRICS}")):
+    elif saved_path.is_file() and trained:
+        raise SertuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    elif resume and trained:
         raise SertuneError(f"{out} has fold results but no {CONFIG}; cannot tell which settings to resume with")
+
+
+def has_trained_fold(out: Path) -> bool:
+    """Whether any fold of the run in `out` has saved a checkpoint, a training state or metrics."""
+    return any(any(out.glob(f"{FOLDS}/*/{name}")) for name in (CHECKPOINT, STATE, METRICS))
+
+
+def check_folds(corpus: Corpus, folds: list[Fold], *, allow_speaker_overlap: bool) -> None:
+    """Refuse folds with an empty part, and folds that share a speaker between parts unless allowed."""
+    origin = corpus.root / FOLDS_FILE
+    for fold in folds:
+        for part, ids in fold.parts().items():
+            if not ids:
+                raise SertuneError(
+                    f"{origin}: fold {fold.name} has an empty {part} part; give it utterances, or leave the fold "
+                    "out with --folds"
+                )
+    problems = speaker_overlaps(folds, corpus.by_id)
+    if not problems:
+        return
+    message = f"{origin}: {overlap_message(problems)}"
+    if not allow_speaker_overlap:
+        raise SertuneError(f"{message}; correct the folds, or pass --allow-speaker-overlap to train on them anyway")
+    log.warning("%s; training anyway (allow_speaker_overlap)", message)
+
+
+def check_model(config: RunConfig, labels: list[str]) -> None:
+    """Build the classifier once: a backbone that does not load, or tuning it refuses, fails here.
+
+    Each fold builds its own classifier later (the tuning changes the encoder in place).
+    """
+    EmotionClassifier(load_backbone(config.backbone), labels, config.tuning, config.head)
+
+
+def write_run_config(out: Path, config: RunConfig) -> None:
+    """Create `out` and save the resolved config there; clear what writes killed in a previous start left."""
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved_path, dump_yaml(config))
+    write_text_atomic(out / CONFIG, dump_yaml(config))
+    stale = remove_stale_temporaries(out)
+    if stale:
+        log.info("removed %d temporary file(s) of writes that an earlier process did not finish", len(stale))
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -108,6 +161,18 @@ def make_accelerator(precision: str) -> Accelerator:
     return Accelerator(mixed_precision=precision)
 
 
+def with_resolved_precision(config: RunConfig, accelerator: Accelerator | None) -> RunConfig:
+    """`config` with precision `auto` replaced by what this machine's device runs fast (logged)."""
+    if accelerator is not None:
+        device_type = accelerator.device.type
+    else:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    precision, reason = resolve_precision(config.train.precision, device_type)
+    if config.train.precision == "auto":
+        log.info("precision: %s (%s)", precision, reason)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
+
+
 def train_run(
     config: RunConfig,
     out: str | Path,
@@ -118,12 +183,17 @@ def train_run(
 ) -> dict[str, Any]:
     """Train and test every selected fold of `config` into `out`; returns (and writes) the summary."""
     out = Path(out)
+    config = with_resolved_precision(config, accelerator)
     tc = config.train
     accelerator = accelerator or make_accelerator(tc.precision)
+    # Everything is checked before the first file is written, so that a failed start leaves nothing.
     corpus = load_corpus(config.corpus)
     folds = select_folds(corpus, config.folds)
+    check_folds(corpus, [fold for _, fold in folds], allow_speaker_overlap=tc.allow_speaker_overlap)
+    check_run_directory(out, config, resume=resume)
+    check_model(config, corpus.labels)
     if accelerator.is_main_process:
-        prepare_run_directory(out, config, resume=resume)
+        write_run_config(out, config)
     accelerator.wait_for_everyone()
 
     results: dict[str, dict[str, Any]] = {}

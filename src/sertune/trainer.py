@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from sertune.augment import WaveformAugment
 from sertune.backbones import load_backbone
@@ -37,10 +37,12 @@ from sertune.evaluate import Predictions, predict_dataset, score
 from sertune.feature_cache import FeatureCache, FeatureDataset
 from sertune.fileio import atomic_path, cache_dir, write_json_atomic, write_text_atomic
 from sertune.model import EmotionClassifier
+from sertune.progress import progress_bar
 from sertune.sampler import LengthBucketBatchSampler
 
 log = logging.getLogger(__name__)
-CHECKPOINT, STATE, METRICS, PREDICTIONS = "checkpoint", "last/state.pt", "metrics.json", "predictions.csv"
+CHECKPOINT, STATE_DIR, METRICS, PREDICTIONS = "checkpoint", "last", "metrics.json", "predictions.csv"
+STATE = f"{STATE_DIR}/state.pt"
 
 # Called after each finished epoch with (fold name, epoch); tests use it to interrupt a run.
 EpochCallback = Callable[[str, int], None]
@@ -159,8 +161,8 @@ class FoldTrainer:
         began = time.perf_counter()
         missing = cache.missing(utterances)
         if missing:
-            with tqdm(total=len(missing), desc=f"{self.fold.name} caching features", unit="clip",
-                      disable=not accelerator.is_main_process) as bar:
+            with progress_bar(len(missing), f"{self.fold.name} caching features", "clip",
+                              disable=not accelerator.is_main_process) as bar:
                 self.classifier.backbone.eval()
                 cache.fill(
                     self.classifier.backbone, missing, self.labels, batch_size=self.train_config.eval_batch_size,
@@ -202,8 +204,8 @@ class FoldTrainer:
         began = time.perf_counter()
         total, count = 0.0, 0
         steps = len(sampler)
-        bar = tqdm(total=steps, desc=f"{self.fold.name} epoch {epoch}/{tc.epochs}", unit="step",
-                   disable=not accelerator.is_main_process, leave=False)
+        bar = progress_bar(steps, f"{self.fold.name} epoch {epoch}/{tc.epochs}", "step",
+                           disable=not accelerator.is_main_process, leave=False)
         for step, batch in enumerate(make_loader(split.dataset, sampler, split.collate, tc.workers)):
             if batch is None:
                 continue
@@ -369,8 +371,8 @@ class FoldTrainer:
             write_text_atomic(self.directory / PREDICTIONS, predictions_csv(test, self.splits["test"].utterances,
                                                                              self.labels))
             write_json_atomic(self.directory / METRICS, result)
-            (self.directory / STATE).unlink(missing_ok=True)
-            (self.directory / STATE).parent.rmdir()
+            # The whole folder: a write killed in an earlier start may have left a temporary beside the state.
+            shutil.rmtree(self.directory / STATE_DIR, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return result
 

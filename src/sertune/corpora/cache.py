@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import soundfile as sf
-from tqdm import tqdm
 
 from sertune.audio import DEFAULT_SAMPLE_RATE, audio_info, load_audio
 from sertune.corpora.manifest import AUDIO_DIR, Utterance
 from sertune.corpora.report import PrepareReport
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path
+from sertune.progress import progress_bar
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -44,7 +44,7 @@ def convert(source: Path, target: Path) -> str:
 
 
 def _run(jobs: list[tuple[Path, Path]], workers: int, progress: bool) -> list[str]:
-    bar = tqdm(total=len(jobs), desc="audio cache", unit="clip", disable=not progress)
+    bar = progress_bar(len(jobs), "audio cache", "clip", disable=not progress)
     results: list[str] = []
     try:
         if workers <= 1:

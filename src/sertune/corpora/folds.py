@@ -122,11 +122,17 @@ def speaker_overlaps(folds: Sequence[Fold], by_id: dict[str, Utterance]) -> list
     return problems
 
 
+def overlap_message(problems: Sequence[str], shown: int = 5) -> str:
+    """One line for the cases `speaker_overlaps` found: the first `shown` of them and how many more."""
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return "folds are not speaker independent: " + "; ".join(problems[:shown]) + more
+
+
 def check_speaker_disjoint(folds: Sequence[Fold], by_id: dict[str, Utterance]) -> None:
     """Raise `SertuneError` listing the overlaps when any speaker appears in two parts of a fold."""
     problems = speaker_overlaps(folds, by_id)
     if problems:
-        raise SertuneError("folds are not speaker independent: " + "; ".join(problems[:5]))
+        raise SertuneError(overlap_message(problems))
 
 
 Protocol = Callable[[list[Utterance], int], tuple[str, list[Fold]]]

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from sertune.audio import DEFAULT_SAMPLE_RATE, resample
 from sertune.corpora.cache import cache_path, write_flac
@@ -29,6 +28,7 @@ from sertune.corpora.manifest import Corpus
 from sertune.corpora.pipeline import Candidate, CorpusSpec, write_corpus
 from sertune.corpora.report import PrepareReport
 from sertune.errors import SertuneError
+from sertune.progress import progress_bar
 
 INSTALL_HINT = "sudo apt-get install espeak-ng"
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
@@ -195,7 +195,7 @@ def synthesize(
         raise SertuneError("synth needs at least 3 speakers (train, dev and test) and 1 sentence")
     out = Path(out).resolve()
     jobs = _plan(settings)
-    bar = tqdm(total=len(jobs), desc="synth", unit="clip", disable=not progress)
+    bar = progress_bar(len(jobs), "synth", "clip", disable=not progress)
 
     def render(job: _Job) -> None:
         _render(job, espeak, settings.snr, cache_path(out, job.uid))
