@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -63,6 +65,20 @@ def test_load_corpus_names_file_and_line(prepared, old, new, message):
     manifest.write_text("\n".join(rows) + "\n")
     with pytest.raises(SertuneError, match=f"manifest.csv line 2: {message}"):
         load_corpus(prepared)
+
+
+@pytest.mark.parametrize("damaged", ["manifest.csv", "folds.json"])
+def test_binary_corpus_file_is_a_one_line_error_saying_to_prepare_again(prepared, damaged, capsys):
+    (prepared / damaged).write_bytes(np.random.default_rng(0).bytes(4096))  # random bytes written over it
+    with pytest.raises(SertuneError) as error:
+        load_corpus(prepared)
+    message = str(error.value)
+    assert re.match(rf"{re.escape(str(prepared / damaged))} line \d+: byte 0x[0-9a-f]{{2}} is not utf-8 text", message)
+    assert "re-run `sertune prepare`" in message and "\n" not in message
+    with pytest.raises(SystemExit) as done:
+        main(["corpus", "info", str(prepared)])
+    error = capsys.readouterr().err
+    assert done.value.code == 2 and error == f"sertune corpus: error: {message}\n"
 
 
 def test_load_corpus_rejects_unknown_fold_ids_and_missing_files(prepared, tmp_path):

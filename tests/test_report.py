@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,14 @@ from sertune.errors import SertuneError
 from sertune.metrics import classification_metrics, fairness_metrics, summarize_folds
 from sertune.report import (
     RunSkipped,
+    Stat,
+    Table,
     fairness_table,
     folds_table,
     load_run,
     load_runs,
     parameters_table,
+    plot_learning_curves,
     uar_table,
     write_report,
 )
@@ -28,6 +32,7 @@ LABELS = ["neutral", "angry", "sad", "happy"]
 PER_CLASS = 10
 WAVLM_LORA = {"tuning": 1_474_560, "head": 395_280, "trained": 1_869_840, "encoder": 94_381_936}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CSV_ROUNDING = 5e-7  # CSV numbers carry 6 decimals
 
 
 def fold_metrics(wrong: int) -> dict:
@@ -117,6 +122,27 @@ def make_run(
     return run_dir
 
 
+def make_baseline_run(root: Path, name: str, wrongs: list[int]) -> Path:
+    """A run directory as `sertune baseline --out` writes it (sertune.baseline.write_baseline_run): no
+    epochs, `best_epoch` null, the chosen regularisation `C`, no checkpoint."""
+    run_dir = root / name
+    folds = {}
+    for index, wrong in enumerate(wrongs, start=1):
+        folds[f"fold{index}"] = {"fold": f"fold{index}", "complete": True, "epochs": [], "best_epoch": None,
+                                 "dev": fold_metrics(max(wrong - 1, 0)), "test": fold_metrics(wrong), "C": 0.1}
+        (run_dir / "folds" / f"fold{index}").mkdir(parents=True)
+        (run_dir / "folds" / f"fold{index}" / "metrics.json").write_text(json.dumps(folds[f"fold{index}"]))
+    summary = {
+        "corpus": "iemocap", "corpus_dir": "/data/corpora/iemocap", "backbone": "mfcc-statistics",
+        "method": "logistic-regression", "labels": LABELS,
+        "parameters": {"tuning": 0, "head": 324, "trained": 324, "encoder": 0}, "checkpoint_bytes": None,
+        "folds": {name: {k: d[k] for k in ("best_epoch", "dev", "test")} for name, d in folds.items()},
+        "failed_folds": {}, "test": summarize_folds([d["test"] for d in folds.values()]),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
 def parse_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
@@ -161,8 +187,8 @@ def test_uar_table_is_method_by_corpus_with_mean_and_std(tmp_path) -> None:
 
     parsed = {row["method"]: row for row in parse_csv(table.to_csv())}
     assert list(parsed) == ["lora", "adapter"]
-    assert float(parsed["lora"]["iemocap mean"]) == runs[0].test_summary["uar"]["mean"]
-    assert float(parsed["adapter"]["iemocap std"]) == pytest.approx(adapter_std, abs=1e-12)
+    assert float(parsed["lora"]["iemocap mean"]) == pytest.approx(runs[0].test_summary["uar"]["mean"], abs=CSV_ROUNDING)
+    assert float(parsed["adapter"]["iemocap std"]) == pytest.approx(adapter_std, abs=CSV_ROUNDING)
     assert parsed["lora"]["crema-d n"] == "2"
     assert parsed["adapter"]["crema-d mean"] == parsed["adapter"]["crema-d std"] == ""
 
@@ -224,8 +250,9 @@ def test_folds_table_has_a_row_per_fold_then_mean_and_std(tmp_path) -> None:
     assert rows["mean"][:3] == ["–", "90.00", "80.00"]
     assert rows["std"][2] == "10.00"
     parsed = {row["fold"]: row for row in parse_csv(table.to_csv())}
-    assert float(parsed["fold3"]["equality of opportunity"]) == fold_metrics(3)["fairness"]["equality_of_opportunity"]
-    assert float(parsed["mean"]["test UAR"]) == run.test_summary["uar"]["mean"]
+    opportunity = fold_metrics(3)["fairness"]["equality_of_opportunity"]
+    assert float(parsed["fold3"]["equality of opportunity"]) == pytest.approx(opportunity, abs=CSV_ROUNDING)
+    assert float(parsed["mean"]["test UAR"]) == pytest.approx(run.test_summary["uar"]["mean"], abs=CSV_ROUNDING)
     assert float(parsed["std"]["UAR male"]) == pytest.approx(np.std([80.0, 60.0, 40.0], ddof=1))
 
 
@@ -254,6 +281,35 @@ def test_write_report_writes_tables_plots_and_markdown(tmp_path) -> None:
     assert "![iemo-lora confusion](iemo-lora-confusion.png)" in report
     assert "| lora | 80.00 ± 10.00 |" in report
     assert (out / "uar.csv").read_text() == uar_table(runs).to_csv()
+
+
+def test_baseline_run_has_no_curves_plot_and_no_epoch_wording(tmp_path) -> None:
+    runs = [load_run(make_run(tmp_path, "iemo-lora", [1, 2])), load_run(make_baseline_run(tmp_path, "mfcc", [2, 3]))]
+    assert runs[0].has_epochs and not runs[1].has_epochs
+    out = tmp_path / "out"
+    names = {path.name for path in write_report(runs, out)}
+    assert "iemo-lora-curves.png" in names and "mfcc-confusion.png" in names
+    assert "mfcc-curves.png" not in names and not (out / "mfcc-curves.png").exists()
+    report = (out / "report.md").read_text()
+    assert "![mfcc confusion](mfcc-confusion.png)" in report and "mfcc-curves" not in report
+    baseline_section = report[report.index("## mfcc:") :]
+    assert baseline_section.startswith("## mfcc: iemocap, mfcc-statistics, logistic-regression (test scores of the "
+                                       "model selected by dev UAR; no epochs)")
+    assert "epoch" not in baseline_section.split("no epochs)", 1)[1]
+    assert list(parse_csv((out / "mfcc-folds.csv").read_text())[0])[:3] == ["fold", "dev UAR", "test UAR"]
+    assert "test scores at the best dev UAR epoch" in folds_table(runs[0]).title
+    with pytest.raises(SertuneError, match="no per-epoch history to plot"):
+        plot_learning_curves(runs[1], tmp_path / "curves.png")
+
+
+def test_csv_numbers_are_rounded_and_parse_back(tmp_path) -> None:
+    table = Table("t", ["method", "uar", "share"], [["lora", Stat(28.000000000000004, 0.1 + 0.2, 3), -1e-12]])
+    assert table.to_csv() == "method,uar mean,uar std,uar n,share\nlora,28.0,0.3,3,0.0\n"
+    runs = [load_run(make_run(tmp_path, "iemo-lora", [1, 2, 3])), load_run(make_baseline_run(tmp_path, "mfcc", [3]))]
+    csv_files = [path for path in write_report(runs, tmp_path / "out") if path.suffix == ".csv"]
+    assert len(csv_files) == 5
+    for path in csv_files:
+        assert not re.search(r"\.\d{7}", path.read_text()), path  # at most 6 decimals
 
 
 def test_unfinished_run_reports_its_finished_folds_and_is_marked(tmp_path) -> None:

@@ -28,7 +28,7 @@ def _batch(samples: int = 16000) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(2, samples, generator=generator), torch.tensor([samples, samples * 3 // 4])
 
 
-# (backbone, method) -> the study's trainable parameter counts (DESIGN.md section 3)
+# (backbone, method) -> the study's trainable parameter counts (docs/architecture.md)
 STUDY_COUNTS = {
     ("wavlm-base-plus", "lora"): 1_474_560,
     ("wavlm-base-plus", "adapter"): 2_370_048,

@@ -132,7 +132,7 @@ def fairness_metrics(
 
     Note: holisticai's ``multiclass_statistical_parity`` (used by the PEFT-SER code) averages the
     absolute gap over classes before taking the max over group pairs; the max over classes used here
-    (DESIGN.md section 3) is never smaller than that.
+    is never smaller than that.
     """
     true, pred = _checked(y_true, y_pred, labels)
     group_array = np.asarray(groups)

@@ -2,7 +2,7 @@
 
 Layer outputs are collected with our own forward hooks on the library's layer modules, because
 transformers 5 records hidden states through hooks of its own that tuning wrappers can bypass
-(DESIGN.md section 6). Tuning methods add their hooks later; the collector's are placed so that
+(docs/architecture.md, "Decisions"). Tuning methods add their hooks later; the collector's are placed so that
 they see what the next layer sees: the input of layer 0 before any prompt is prepended, and each
 layer's output after any prompt is removed.
 """

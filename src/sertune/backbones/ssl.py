@@ -10,8 +10,8 @@ from sertune.backbones.base import Backbone, LayerLayout
 
 def _contiguous_attention_input(module: nn.Module, args: tuple) -> tuple:
     # WavLM transposes its input to [T, B, D] before torch's fused attention; a non-contiguous
-    # input there makes frozen/peft weights be copied on every call under autocast (DESIGN.md
-    # section 6). Laying the memory out as [T, B, D] makes that transpose contiguous.
+    # input there makes frozen/peft weights be copied on every call under autocast (see
+    # docs/architecture.md). Laying the memory out as [T, B, D] makes that transpose contiguous.
     hidden = args[0]
     return (hidden.transpose(0, 1).contiguous().transpose(0, 1), *args[1:])
 

@@ -8,6 +8,7 @@ cached inside it can be moved as a whole.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -26,6 +27,7 @@ AUDIO_DIR = "audio"
 BASE_COLUMNS = ("id", "path", "duration", "label", "speaker", "gender")
 GENDERS = ("female", "male", "")
 FOLD_PARTS = ("train", "dev", "test")
+REBUILD = "the prepared corpus is damaged: re-run `sertune prepare` (or `sertune synth`) to rebuild it"
 
 
 @dataclass
@@ -117,9 +119,34 @@ def write_corpus_files(corpus: Corpus, seed: int) -> None:
     )
 
 
+def read_text(path: Path, fix: str, encoding: str = "utf-8") -> str:
+    """The text of `path` decoded strictly (UTF-8 may start with a byte-order mark).
+
+    Bytes that are not text in `encoding` raise a `SertuneError` naming the file, the line and `fix`,
+    instead of turning into replacement characters or a traceback.
+    """
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise SertuneError(f"unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+    data = path.read_bytes()
+    if codec == "utf-8":
+        data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise SertuneError(
+            f"{path} line {line}: byte {data[error.start]:#04x} is not {encoding} text; {fix}"
+        ) from None
+
+
 def _read_manifest(path: Path, root: Path, labels: list[str]) -> list[Utterance]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))
+    reader = csv.reader(io.StringIO(read_text(path, REBUILD)))
+    try:
+        rows = list(reader)
+    except csv.Error as error:
+        raise SertuneError(f"{path} line {reader.line_num}: not a CSV row ({error}); {REBUILD}") from None
     if not rows or tuple(rows[0][: len(BASE_COLUMNS)]) != BASE_COLUMNS:
         raise SertuneError(f"{path} line 1: the header must start with {','.join(BASE_COLUMNS)}")
     header = rows[0]
@@ -184,9 +211,11 @@ def load_corpus(directory: str | Path) -> Corpus:
                 "(make one with `sertune prepare` or `sertune synth`)"
             )
     try:
-        data = json.loads(folds_path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(folds_path, REBUILD))
     except json.JSONDecodeError as error:
-        raise SertuneError(f"{folds_path} line {error.lineno}: not valid JSON ({error.msg})") from None
+        raise SertuneError(f"{folds_path} line {error.lineno}: not valid JSON ({error.msg}); {REBUILD}") from None
+    if not isinstance(data, dict):
+        raise SertuneError(f"{folds_path}: not a JSON object; {REBUILD}")
     labels = data.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
         raise SertuneError(f"{folds_path}: 'labels' must be a non-empty list of class names")

@@ -8,6 +8,7 @@ makes the folds and writes the prepared directory.
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,8 @@ class CorpusSpec:
     make_folds: Protocol
     scan: Callable[[Path, PrepareReport], list[Candidate]] | None = None  # None: not made by `prepare`
     merges: dict[str, str] = field(default_factory=dict)  # extra classes folded into the default set
+    # The scanner given the user's text encoding (`prepare --encoding`); only user-written sources have one.
+    scan_with_encoding: Callable[[Path, PrepareReport, str], list[Candidate]] | None = None
 
 
 def label_name(codes: dict[str, str], code: str, where: str, report: PrepareReport) -> str | None:
@@ -156,15 +159,25 @@ def prepare(
     workers: int = 1,
     seed: int = 0,
     progress: bool = True,
+    encoding: str | None = None,
 ) -> tuple[Corpus, PrepareReport]:
-    """Read `source` with the corpus's scanner and write the prepared corpus to `out`."""
+    """Read `source` with the corpus's scanner and write the prepared corpus to `out`.
+
+    `encoding` names the text encoding of a user-written source (the folder corpus's CSV; default
+    UTF-8); corpora read as distributed refuse it.
+    """
     source = Path(source)
     if not source.exists():
         raise SertuneError(f"{source}: no such file or directory")
     if spec.scan is None:
         raise SertuneError(f"the {spec.name} corpus is not read from a source directory")
     report = PrepareReport(corpus=spec.name, source=str(source.resolve()))
-    candidates = spec.scan(source, report)
+    if encoding is None:
+        candidates = spec.scan(source, report)
+    elif spec.scan_with_encoding is not None:
+        candidates = spec.scan_with_encoding(source, report, encoding)
+    else:
+        raise SertuneError(f"--encoding applies to `prepare folder` only; {spec.name} files are read as distributed")
     corpus = write_corpus(spec, candidates, Path(out), report, labels, audio_cache, workers, seed, progress)
     return corpus, report
 
@@ -174,11 +187,19 @@ def text_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
-def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row) pairs of a CSV file whose header must contain `required` columns."""
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-        reader = csv.DictReader(handle)
+def csv_rows(path: Path, required: tuple[str, ...], text: str | None = None) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) pairs of a CSV file whose header must contain `required` columns.
+
+    `text` is the file's content when the caller has decoded it; otherwise the file is read as UTF-8
+    with stray bytes replaced, since one odd byte in a distributed label table must not stop a corpus.
+    """
+    if text is None:
+        text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    try:
         missing = [column for column in required if column not in (reader.fieldnames or [])]
         if missing:
             raise SertuneError(f"{path} line 1: missing column(s) {', '.join(missing)}")
         return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+    except csv.Error as error:
+        raise SertuneError(f"{path} line {reader.line_num}: not a CSV row ({error})") from None

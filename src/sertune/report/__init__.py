@@ -2,7 +2,7 @@
 
 A run directory (docs/runs.md) is read into a `RunResult`, finished or not. Table builders return a
 `Table`, which renders to markdown (``mean ± std`` over folds) or to CSV (mean, std and number of folds
-in separate columns, at full precision, so that the numbers parse back unchanged). `write_report`
+in separate columns, rounded to 6 decimals so that float noise does not show). `write_report`
 writes every table and plot of a set of runs into one directory.
 """
 
@@ -30,7 +30,8 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
     """Write report.md, the tables as CSV and the plots of `runs` into `out_dir`; returns the files written.
 
     Cross-run files: `uar.csv`, `fairness.csv`, `parameters.csv`, `uar_vs_params.png`. Per run, named
-    after its directory: `<run>-folds.csv`, `<run>-confusion.png`, `<run>-curves.png`.
+    after its directory: `<run>-folds.csv`, `<run>-confusion.png` and, for runs trained in epochs (not
+    baselines), `<run>-curves.png`.
     """
     out = Path(out_dir)
     written: list[Path] = []
@@ -53,7 +54,10 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
         sections.append(f"## Test UAR vs trained parameters\n\n![UAR vs trained parameters]({plot.name})\n")
     for run, stem in zip(runs, file_stems(runs), strict=True):
         sections.append(write_table(f"{stem}-folds", folds_table(run)))
-        for kind, plotter in (("confusion", plot_confusion), ("curves", plot_learning_curves)):
+        plotters = [("confusion", plot_confusion)]
+        if run.has_epochs:
+            plotters.append(("curves", plot_learning_curves))
+        for kind, plotter in plotters:
             image = plotter(run, out / f"{stem}-{kind}.png")
             written.append(image)
             sections.append(f"![{stem} {kind}]({image.name})\n")

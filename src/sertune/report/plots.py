@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from sertune.errors import SertuneError
 from sertune.fileio import atomic_path
 from sertune.report.results import INCOMPLETE, RunResult
 from sertune.report.tables import row_labels, unique
@@ -47,7 +48,12 @@ CURVES = (("train_loss", "train loss"), ("dev_loss", "dev loss"), ("dev_uar", "d
 
 
 def plot_learning_curves(run: RunResult, path: str | Path) -> Path:
-    """Train loss, dev loss and dev UAR per epoch, one line per fold, the selected epoch starred."""
+    """Train loss, dev loss and dev UAR per epoch, one line per fold, the selected epoch starred.
+
+    Raises `SertuneError` for a run without epochs (`run.has_epochs` is false: a baseline run).
+    """
+    if not run.has_epochs:
+        raise SertuneError(f"{run.path} has no per-epoch history to plot (a baseline run is not trained in epochs)")
     figure = Figure(figsize=(13, 3.8), layout="constrained")
     panels = figure.subplots(1, len(CURVES))
     for index, fold in enumerate(run.folds):

@@ -33,14 +33,15 @@ FOLD_ADVICE = "restore it from a copy, or retrain the fold"
 
 
 class RunSkipped(SertuneError):
-
-
     """The path is not a run directory, or none of its folds has finished: nothing to report yet."""
 
 
 @dataclass
 class FoldResult:
-    """One finished fold: its history per epoch and its dev/test metrics at the selected epoch."""
+    """One finished fold: its history per epoch and its dev/test metrics at the selected epoch.
+
+    A baseline fold has no epochs (`best_epoch` None): its model was selected on dev UAR otherwise.
+    """
 
     name: str
     best_epoch: int | None
@@ -75,6 +76,11 @@ class RunResult:
     def name(self) -> str:
         """The run directory's name."""
         return self.path.resolve().name
+
+    @property
+    def has_epochs(self) -> bool:
+        """Whether the run trained in epochs; a baseline run (sertune.baseline) has none, so no curves either."""
+        return any(fold.epochs for fold in self.folds)
 
     @property
     def partial(self) -> bool:

@@ -1,4 +1,4 @@
-"""Tables of runs: markdown (``mean ± std`` over folds) and CSV (mean, std, n at full precision)."""
+"""Tables of runs: markdown (``mean ± std`` over folds) and CSV (mean, std, n; numbers to 6 decimals)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,13 @@ class Stat:
 
 
 Cell = str | int | float | Stat | None
+CSV_DECIMALS = 6  # far finer than any score needs, coarse enough to hide float noise (28.000000000000004)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, CSV_DECIMALS) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
+    return value
 
 
 def _markdown_cell(cell: Cell) -> str:
@@ -63,7 +70,7 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        """CSV with numbers at full precision; a column of `Stat`s becomes `<name> mean`, `std` and `n`."""
+        """CSV with floats rounded to 6 decimals; a column of `Stat`s becomes `<name> mean`, `std` and `n`."""
         stat_column = [any(isinstance(row[i], Stat) for row in self.rows) for i in range(len(self.header))]
         header: list[str] = []
         for name, is_stat in zip(self.header, stat_column, strict=True):
@@ -80,7 +87,7 @@ class Table:
                     cells += [None, None, None]
                 else:
                     cells += [cell.mean, cell.std, cell.n]
-            writer.writerow(cells)
+            writer.writerow(map(_csv_value, cells))
         return buffer.getvalue()
 
 
@@ -208,19 +215,28 @@ def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
 
 
 def folds_table(run: RunResult) -> Table:
-    """One row per finished fold (selected epoch, dev and test scores, fairness gaps), then mean and std rows."""
+    """One row per finished fold (selected epoch, dev and test scores, fairness gaps), then mean and std rows.
+
+    A run without epochs (a baseline) has no epoch column, and the title says how its model was selected.
+    """
     groups = _groups(run.test_summary)
     keys = ["uar", "accuracy", "macro_f1", "fairness.statistical_parity", "fairness.equality_of_opportunity"]
     keys += [GROUP_UAR + group for group in groups]
+
+    def lead(fold: str, epoch: Cell) -> list[Cell]:
+        # A baseline run has no epochs (its model was chosen on dev UAR otherwise): no epoch column.
+        return [fold, epoch] if run.has_epochs else [fold]
+
     rows: list[list[Cell]] = [
-        [fold.name, fold.best_epoch, fold.dev.get("uar"), *(_lookup(fold.test, key) for key in keys)]
+        [*lead(fold.name, fold.best_epoch), fold.dev.get("uar"), *(_lookup(fold.test, key) for key in keys)]
         for fold in run.folds
     ]
     # The test rows come from summary.json when it exists; dev UAR is not summarised there.
     dev = summarize_folds([fold.dev for fold in run.folds])["uar"]
     for which in ("mean", "std"):
-        rows.append([which, None, dev[which], *(run.test_summary.get(key, {}).get(which) for key in keys)])
-    header = ["fold", "best epoch", "dev UAR", "test UAR", "accuracy", "macro-F1", "statistical parity"]
+        rows.append([*lead(which, None), dev[which], *(run.test_summary.get(key, {}).get(which) for key in keys)])
+    header = [*lead("fold", "best epoch"), "dev UAR", "test UAR", "accuracy", "macro-F1", "statistical parity"]
     header += ["equality of opportunity", *(f"UAR {group}" for group in groups)]
-    title = f"{run.name}: {run.corpus}, {run.backbone}, {run.method} (test scores at the best dev UAR epoch)"
+    selection = "at the best dev UAR epoch" if run.has_epochs else "of the model selected by dev UAR; no epochs"
+    title = f"{run.name}: {run.corpus}, {run.backbone}, {run.method} (test scores {selection})"
     return Table(title, header, rows, _incomplete_notes([run]))
