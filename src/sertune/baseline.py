@@ -7,6 +7,7 @@ dev UAR, and scored on the test part. It tells how hard a corpus is before any e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from transformers.audio_utils import mel_filter_bank
 
 from sertune.audio import DEFAULT_SAMPLE_RATE, load_audio
-from sertune.corpora.manifest import load_corpus
+from sertune.corpora.manifest import Corpus, Fold, load_corpus
 from sertune.errors import SertuneError
 from sertune.fileio import write_json_atomic
 from sertune.metrics import score_predictions, summarize_folds
@@ -72,44 +73,58 @@ def _speaker_normalised(features: dict[str, np.ndarray], speaker_of: dict[str, s
     return normalised
 
 
-def mfcc_baseline(corpus_dir: str | Path, folds: list[str] | None = None, workers: int = 2) -> dict:
-    """Dev and test metrics per fold of the MFCC-statistics logistic regression, and their summary.
+BaselineResult = dict[str, Any]
 
-    `folds` names the folds to run (default: all). Returns `{"corpus", "labels", "folds": {name:
-    {"C", "dev", "test"}}, "test": summary}`, where dev/test are `sertune.metrics.score_predictions`
-    (percent) and the summary is `summarize_folds` over the test metrics (mean, sample std, n).
-    """
-    corpus = load_corpus(corpus_dir)
+
+def select_folds_by_name(corpus: Corpus, folds: list[str] | None) -> list[Fold]:
+    """The corpus's folds named in `folds` (default: all); an unknown name is an error listing the folds."""
     chosen = [fold for fold in corpus.folds if folds is None or fold.name in folds]
     if not chosen:
         raise SertuneError(f"no fold named {folds} in {corpus.root}; folds: {[f.name for f in corpus.folds]}")
-    needed = sorted({uid for fold in chosen for ids in fold.parts().values() for uid in ids})
-    paths = [corpus.by_id[uid].path for uid in needed]
-    # Decoding and FFTs run in C with the GIL released, so threads share the work.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(pool.map(lambda path: mfcc_statistics(load_audio(path)), paths))
-    features = _speaker_normalised(
-        dict(zip(needed, rows, strict=True)), {uid: corpus.by_id[uid].speaker for uid in needed}
-    )
+    return chosen
 
-    index = {name: i for i, name in enumerate(corpus.labels)}
 
-    def part(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return np.stack([features[uid] for uid in ids]), np.array([index[corpus.by_id[uid].label] for uid in ids])
+def logistic_regression(c: float) -> Any:
+    """Standardisation + class-balanced logistic regression with inverse regularisation `c`."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000))
+
+
+def fit_on_folds(
+    corpus: Corpus,
+    chosen: list[Fold],
+    features: dict[str, np.ndarray],
+    make_model: Callable[[float], Any],
+    *,
+    name: str,
+    method: str,
+    trained_parameters: int,
+) -> BaselineResult:
+    """Fit `make_model(C)` on each fold's train part for every C of the grid, keep the best on dev UAR,
+    score it on test; clips without features (unreadable audio) are left out.
+
+    Returns `{"corpus", "corpus_dir", "labels", "name", "method", "parameters", "folds": {name: {"C",
+    "dev", "test"}}, "test": summary}`, where dev/test are `sertune.metrics.score_predictions` (percent)
+    and the summary is `summarize_folds` over the test metrics (mean, sample std, n).
+    """
+    index = {label: i for i, label in enumerate(corpus.labels)}
+
+    def part(ids: list[str]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        ids = [uid for uid in ids if uid in features]
+        if not ids:
+            raise SertuneError(f"{corpus.root}: no readable clip in a fold part; check the corpus's audio")
+        x = np.stack([features[uid] for uid in ids])
+        return x, np.array([index[corpus.by_id[uid].label] for uid in ids]), [corpus.by_id[u].gender for u in ids]
 
     def evaluate(model: Any, ids: list[str]) -> dict[str, Any]:
-        x, y = part(ids)
-        genders = [corpus.by_id[uid].gender for uid in ids]
+        x, y, genders = part(ids)
         return score_predictions(y, model.predict(x), genders, corpus.labels)
 
     results: dict[str, dict[str, Any]] = {}
     for fold in chosen:
-        x_train, y_train = part(fold.train)
+        x_train, y_train, _ = part(fold.train)
         best = None
         for c in C_GRID:
-            model = make_pipeline(
-                StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-            ).fit(x_train, y_train)
+            model = make_model(c).fit(x_train, y_train)
             dev = evaluate(model, fold.dev)
             if best is None or dev["uar"] > best[0]["uar"]:
                 best = (dev, c, model)
@@ -119,25 +134,48 @@ def mfcc_baseline(corpus_dir: str | Path, folds: list[str] | None = None, worker
         "corpus": corpus.name,
         "corpus_dir": str(corpus.root),
         "labels": corpus.labels,
+        "name": name,
+        "method": method,
+        "parameters": trained_parameters,
         "folds": results,
         "test": summarize_folds([result["test"] for result in results.values()]),
     }
 
 
-def write_baseline_run(result: dict[str, Any], out: str | Path) -> None:
+def mfcc_baseline(corpus_dir: str | Path, folds: list[str] | None = None, workers: int = 2) -> BaselineResult:
+    """Dev and test metrics per fold of the MFCC-statistics logistic regression, and their summary.
+
+    `folds` names the folds to run (default: all); the result is `fit_on_folds`'s.
+    """
+    corpus = load_corpus(corpus_dir)
+    chosen = select_folds_by_name(corpus, folds)
+    needed = sorted({uid for fold in chosen for ids in fold.parts().values() for uid in ids})
+    paths = [corpus.by_id[uid].path for uid in needed]
+    # Decoding and FFTs run in C with the GIL released, so threads share the work.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(pool.map(lambda path: mfcc_statistics(load_audio(path)), paths))
+    features = _speaker_normalised(
+        dict(zip(needed, rows, strict=True)), {uid: corpus.by_id[uid].speaker for uid in needed}
+    )
+    n_classes = len(corpus.labels)
+    return fit_on_folds(
+        corpus, chosen, features, logistic_regression, name=BASELINE_NAME, method="logistic-regression",
+        # The logistic regression's weights and biases are its trained parameters.
+        trained_parameters=4 * N_MFCC * n_classes + n_classes,
+    )
+
+
+def write_baseline_run(result: BaselineResult, out: str | Path) -> None:
     """Write a baseline result as a run directory (docs/runs.md), so `sertune report` lists it beside models."""
     out = Path(out)
-    n_features = 4 * N_MFCC
-    n_classes = len(result["labels"])
-    # The logistic regression's weights and biases are its trained parameters.
-    trained = n_features * n_classes + n_classes
     for name, fold in result["folds"].items():
         metrics = {"fold": name, "complete": True, "epochs": [], "best_epoch": None,
                    "dev": fold["dev"], "test": fold["test"], "C": fold["C"]}
         write_json_atomic(out / "folds" / name / "metrics.json", metrics)
+    trained = result["parameters"]
     summary = run_summary(
         corpus=result["corpus"], corpus_dir=result["corpus_dir"], labels=result["labels"],
-        backbone=BASELINE_NAME, method="logistic-regression", folds=result["folds"],
+        backbone=result["name"], method=result["method"], folds=result["folds"],
         parameters={"tuning": 0, "head": trained, "trained": trained, "encoder": 0},
         checkpoint_bytes=None, failed_folds={},
     )
