@@ -32,7 +32,7 @@ test: install system-deps lint
 # LoRA; the report; predictions for clips of fold1's test speakers (spk05, spk10). DEMO_PRECISION=auto
 # is fp32 unless the CPU has native bf16 (AMX / AVX-512-BF16). `make demo` deletes $(DEMO)/ first.
 DEMO_FOLDS ?= fold1
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 5
 DEMO_FROZEN_EPOCHS ?= 30
 DEMO_PRECISION ?= auto
 DEMO_BACKBONE := whisper-tiny.en
