@@ -50,7 +50,7 @@ demo: install system-deps
 	$(SERTUNE) report $(DEMO)/runs/mfcc-baseline $(DEMO)/runs/linear-probe $(DEMO_RUN)-frozen $(DEMO_RUN)-lora \
 		--out $(DEMO)/report
 	@echo
-	@echo "What the figures mean (fold $(DEMO_FOLDS): 6 training, 2 dev and 2 unseen test speakers, 200 test clips):"
+	@echo "What the figures mean ($(DEMO_FOLDS): 6 training, 2 dev and 2 unseen test speakers, 200 test clips):"
 	@echo "  UAR: unweighted average recall, the mean of the 4 classes' recalls in %; chance is 25."
 	@echo "  mfcc-statistics: no neural network; 80 MFCC statistics per clip, normalised per speaker, logistic regression."
 	@echo "  linear-probe: the frozen encoder's layer outputs averaged over each clip, logistic regression."

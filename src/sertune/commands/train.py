@@ -118,4 +118,9 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['corpus']} {summary['backbone']} {summary['method']}: test UAR "
         f"{mean_std(uar)}% over {uar['n']} fold(s); run saved in {args.out}"
     )
+    from sertune.references import compare_with_references, find_references
+
+    lines, _ = compare_with_references(summary, find_references(args.out, summary))
+    for line in lines:
+        print(line)
     return 0
