@@ -16,6 +16,7 @@ class EmotionHead(nn.Module):
     def __init__(self, hidden_size: int, num_layers: int, num_classes: int, config: HeadConfig) -> None:
         super().__init__()
         self.include_embedding = config.include_embedding
+        self.normalize_layers = config.normalize_layers
         self.layer_weights = nn.Parameter(torch.zeros(num_layers + int(config.include_embedding)))
         channels = config.channels
         self.frame_layers = nn.Sequential(
@@ -34,6 +35,8 @@ class EmotionHead(nn.Module):
     def forward(self, hidden_states: tuple[torch.Tensor, ...], frame_lengths: torch.Tensor) -> torch.Tensor:
         """Logits [B, classes] from L+1 hidden states [B, T, D] and valid frame counts [B]."""
         states = hidden_states if self.include_embedding else hidden_states[1:]
+        if self.normalize_layers:
+            states = [nn.functional.layer_norm(state, state.shape[-1:]) for state in states]
         weights = torch.softmax(self.layer_weights, dim=0)
         mixed = torch.einsum("l,lbtd->btd", weights.to(states[0].dtype), torch.stack(states))
         frames = self.frame_layers(mixed.transpose(1, 2))  # [B, C, T]

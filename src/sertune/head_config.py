@@ -13,6 +13,9 @@ class HeadConfig:
     dropout: float = 0.1
     # Also weigh the embedding / conv output (hidden state 0), not only the transformer layers.
     include_embedding: bool = False
+    # Standardise every layer output over its hidden dimension (layer norm without parameters) before
+    # the weighted sum, as SUPERB's featurizer can; the study's head does not.
+    normalize_layers: bool = False
 
     def to_dict(self) -> dict:
         """The settings as plain data (for sertune.json and config.yaml)."""

@@ -64,6 +64,10 @@ def add_tuning_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool
         "--include-embedding", action="store_true", default=flag_default,
         help="the head also weighs the embedding / conv output",
     )
+    group.add_argument(
+        "--normalize-layers", action="store_true", default=flag_default,
+        help="the head standardises each layer output over its hidden dimension before weighing them",
+    )
 
 
 def tuning_config_from_args(args: argparse.Namespace) -> TuningConfig:
@@ -75,4 +79,4 @@ def tuning_config_from_args(args: argparse.Namespace) -> TuningConfig:
 
 def head_config_from_args(args: argparse.Namespace) -> HeadConfig:
     """The HeadConfig described by parsed arguments."""
-    return HeadConfig(include_embedding=args.include_embedding)
+    return HeadConfig(include_embedding=args.include_embedding, normalize_layers=args.normalize_layers)
