@@ -14,7 +14,7 @@ from typing import Any
 
 from sertune.errors import SertuneError
 from sertune.head_config import HeadConfig
-from sertune.precision import PRECISIONS
+from sertune.precision import check_precision
 from sertune.tuning import TuningConfig
 
 
@@ -145,8 +145,7 @@ class TrainConfig:
         for name, value in checked("train", vars(self)).items():
             setattr(self, name, value)
         self.betas = tuple(self.betas)  # YAML gives a list
-        if self.precision not in PRECISIONS:
-            raise SertuneError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision, "train.precision")
 
 
 @dataclass

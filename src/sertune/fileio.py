@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sertune.errors import SertuneError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -64,6 +66,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write `data` as indented JSON to `path` atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, advice: str) -> Any:
+    """The JSON content of `path`; a corrupt or unreadable file is a `SertuneError` ending in `advice`."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SertuneError(f"{path} is corrupt ({error}); {advice}") from None
+    except OSError as error:
+        raise SertuneError(f"{path} cannot be read ({error.strerror or error}); {advice}") from None
 
 
 def cache_dir(*parts: str) -> Path:

@@ -33,7 +33,7 @@ from sertune.backbones.whisper import HOP_LENGTH
 from sertune.checkpoint import backbone_from_source, load_classifier, read_metadata
 from sertune.errors import SertuneError
 from sertune.model import EmotionClassifier
-from sertune.precision import PRECISIONS, resolve_precision
+from sertune.precision import resolve_precision
 from sertune.prediction import (
     DEFAULT_BATCH_SIZE,
     AudioSettings,
@@ -92,8 +92,6 @@ class Predictor:
         self.run = run
         self.name = name
         self.batch_size = max(1, batch_size)
-        if precision not in PRECISIONS:
-            raise SertuneError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         # (precision, why): "auto" resolved for the device the classifier is on, e.g. ("no", "auto: CPU ...").
         self.precision, self.precision_reason = resolve_precision(precision, self.backbone.device.type)
         self._lock = backbone_lock(classifier.backbone)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sertune.errors import SertuneError
+from sertune.fileio import read_json
 from sertune.head_config import HeadConfig
 from sertune.tuning.config import TuningConfig
 
@@ -152,13 +153,7 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / METADATA
     if not path.is_file():
         raise SertuneError(f"{directory} is not a trained sertune run: {METADATA} is missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SertuneError(f"{path} is corrupt ({error}); retrain or restore the file") from None
-    except OSError as error:
-        raise SertuneError(f"{path} cannot be read ({error.strerror or error})") from None
-    return validate_metadata(data, path)
+    return validate_metadata(read_json(path, "retrain or restore the file"), path)
 
 
 def validate_metadata(data: Any, origin: str | Path) -> dict[str, Any]:

@@ -11,7 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sertune.errors import SertuneError
+
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+class UnknownPrecision(SertuneError, ValueError):
+    """A precision that is not one of PRECISIONS."""
+
+
+def check_precision(value: str, name: str = "precision") -> None:
+    """Refuse a value that is not one of PRECISIONS; `name` is the setting as the user wrote it."""
+    if value not in PRECISIONS:
+        raise UnknownPrecision(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +79,7 @@ def _cpuinfo_flags() -> set[str]:
 
 def choose_precision(requested: str, capabilities: Capabilities) -> str:
     """The precision to run with: `requested` itself unless it is `auto` (see the module docstring)."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    check_precision(requested)
     if requested != "auto":
         return requested
     if capabilities.device_type == "cuda":
@@ -80,6 +91,7 @@ def choose_precision(requested: str, capabilities: Capabilities) -> str:
 
 def resolve_precision(requested: str, device_type: str | None = None) -> tuple[str, str]:
     """(precision, reason) for `requested` on this machine's `device_type`; the reason is for the log."""
+    check_precision(requested)
     if requested != "auto":
         return requested, "asked for"
     capabilities = detect_capabilities(device_type)

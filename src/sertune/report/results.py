@@ -13,6 +13,7 @@ import yaml
 
 from sertune.corpora.manifest import FOLDS as CORPUS_FOLDS
 from sertune.errors import SertuneError
+from sertune.fileio import read_json
 from sertune.metrics import summarize_folds
 
 # Names from docs/runs.md. The checkpoint names are not imported from sertune.checkpoint, which loads
@@ -91,10 +92,7 @@ class RunResult:
 def _read_json(path: Path, advice: str) -> dict[str, Any]:
     if not path.is_file():
         raise SertuneError(f"{path} is missing; {advice}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SertuneError(f"{path} is corrupt ({error}); {advice}") from None
+    data = read_json(path, advice)
     if not isinstance(data, dict):
         raise SertuneError(f"{path} is corrupt (not a JSON object); {advice}")
     return data
