@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,6 +67,13 @@ TINY_CONFIGS = {
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Feature caches and converted weights go to a temporary folder, not the user's ~/.cache/sertune."""
+    if "SERTUNE_CACHE" not in os.environ:
+        os.environ["SERTUNE_CACHE"] = str(tmp_path_factory.mktemp("sertune-cache"))
 
 
 def save_tiny_encoder(kind: str, directory: Path) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from safetensors.torch import load_file, save_file
 
 import sertune
@@ -151,6 +152,27 @@ def test_metadata_without_audio_loads_with_the_studys_defaults(tmp_path, good_ru
     run = edited_run(good_run, tmp_path / "run", drop_key("audio"))
     info = sertune.load(run, device="cpu").info()
     assert (info.sample_rate, info.window_seconds, info.eval_max_seconds) == (16000, 6.0, 30.0)
+
+
+def test_the_heads_statistics_are_saved_and_runs_from_before_them_load_as_the_studys_head(tmp_path, good_run):
+    classifier = sertune.load(good_run, device="cpu", merge=False).classifier
+    saved = load_file(good_run / WEIGHTS)
+    assert torch.equal(classifier.head.input_std, saved["head.input_std"])
+    assert not torch.all(saved["head.input_std"] == 1)  # make_run moved them off their initial values
+    # A run saved before the head could normalise: no statistics, no `normalization` key.
+    old = tmp_path / "old"
+    make_run(old)
+    (old / METADATA).write_text(json.dumps({**json.loads((old / METADATA).read_text()),
+                                            "head": {"channels": 256, "dropout": 0.1, "include_embedding": False}}))
+    tensors = load_file(old / WEIGHTS)
+    save_file({name: value for name, value in tensors.items() if not name.startswith("head.input_")}, old / WEIGHTS)
+    assert sertune.load(old, device="cpu").classifier.head.normalization == "none"
+    # A normalising head without its statistics is refused with the names of what is missing.
+    save_file({name: value for name, value in saved.items() if name != "head.input_mean"}, tmp_path / "w")
+    broken = edited_run(good_run, tmp_path / "broken", lambda data: data)
+    shutil.copy(tmp_path / "w", broken / WEIGHTS)
+    with pytest.raises(SertuneError, match=r"missing 1 tensors \[head\.input_mean\]"):
+        sertune.load(broken, device="cpu")
 
 
 def test_what_save_classifier_writes_passes_the_schema(good_run) -> None:

@@ -43,7 +43,7 @@ def make_run(
     audio: dict | None = AUDIO,
 ) -> EmotionClassifier:
     """Save a classifier on a tiny random encoder (seed 0: runs of one kind share it) with every
-    trained tensor moved off its initial value; returns the classifier, in eval mode."""
+    trained tensor and the head's statistics moved off their initial values; returns the classifier, in eval mode."""
     backbone = build_backbone(TINY_CONFIGS[kind](), seed=0)
     classifier = EmotionClassifier(backbone, labels, TuningConfig(method=method))
     generator = torch.Generator().manual_seed(seed)
@@ -51,6 +51,8 @@ def make_run(
         for name, parameter in classifier.named_parameters():
             if name in classifier.trained_names:
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+        classifier.head.input_mean.add_(0.05 * torch.randn(classifier.head.input_mean.shape, generator=generator))
+        classifier.head.input_std.mul_(1 + 0.1 * torch.rand(classifier.head.input_std.shape, generator=generator))
     save_classifier(classifier.eval(), directory, audio=audio)
     return classifier
 

@@ -55,6 +55,23 @@ def test_probe_equals_scikit_learn_on_the_same_cached_features(small_corpus, tin
         truth = np.array([corpus.labels.index(corpus.by_id[i].label) for i in fold.test])
         assert ours["test"]["uar"] == pytest.approx(100 * balanced_accuracy_score(truth, predicted))
 
+    # With speaker normalisation: each speaker's pooled features standardised over its own clips first.
+    normalised = {}
+    for speaker in {u.speaker for u in corpus.utterances}:
+        ids_of = [u.id for u in corpus.utterances if u.speaker == speaker]
+        block = np.stack([features[i] for i in ids_of])
+        normalised.update(zip(ids_of, (block - block.mean(0)) / (block.std(0) + 1e-6), strict=True))
+    by_speaker = linear_probe_baseline(
+        small_corpus, str(tiny_whisper_dir), layer=-1, normalization="speaker", cache_root=tmp_path / "cache"
+    )
+    assert by_speaker["method"] == "linear-probe--1-speaker-normalised"
+    for fold in corpus.folds:
+        c, predicted = _independent_probe(normalised, corpus, fold, layer=-1)
+        truth = np.array([corpus.labels.index(corpus.by_id[i].label) for i in fold.test])
+        assert by_speaker["folds"][fold.name]["C"] == c
+        expected = 100 * balanced_accuracy_score(truth, predicted)
+        assert by_speaker["folds"][fold.name]["test"]["uar"] == pytest.approx(expected)
+
     write_baseline_run(result, tmp_path / "run")
     run = load_run(tmp_path / "run")
     assert run.backbone.startswith("linear-probe:") and len(run.folds) == len(corpus.folds)

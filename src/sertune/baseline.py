@@ -56,15 +56,16 @@ def mfcc_statistics(wave: np.ndarray) -> np.ndarray:
     return np.concatenate([coefficients.mean(0), coefficients.std(0), deltas.mean(0), deltas.std(0)])
 
 
-def _speaker_normalised(features: dict[str, np.ndarray], speaker_of: dict[str, str]) -> dict[str, np.ndarray]:
-    """Each speaker's features standardised over that speaker's own clips.
+def speaker_normalised(features: dict[str, np.ndarray], corpus: Corpus) -> dict[str, np.ndarray]:
+    """Each speaker's features (arrays of any shape) standardised over that speaker's own clips.
 
     Removing a speaker's mean voice is the usual first step of speaker-independent SER; it uses
-    no labels, so normalising test speakers with their own unlabelled clips is fair.
+    no labels, so normalising test speakers with their own unlabelled clips is fair. A group of
+    one clip (a speaker with one clip, or a clip of unknown speaker) is left as it is.
     """
     groups: dict[str, list[str]] = {}
-    for uid, speaker in speaker_of.items():
-        groups.setdefault(speaker or uid, []).append(uid)
+    for uid in features:
+        groups.setdefault(corpus.by_id[uid].speaker_group, []).append(uid)
     normalised = {}
     for ids in groups.values():
         block = np.stack([features[uid] for uid in ids])
@@ -154,9 +155,7 @@ def mfcc_baseline(corpus_dir: str | Path, folds: list[str] | None = None, worker
     # Decoding and FFTs run in C with the GIL released, so threads share the work.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(pool.map(lambda path: mfcc_statistics(load_audio(path)), paths))
-    features = _speaker_normalised(
-        dict(zip(needed, rows, strict=True)), {uid: corpus.by_id[uid].speaker for uid in needed}
-    )
+    features = speaker_normalised(dict(zip(needed, rows, strict=True)), corpus)
     n_classes = len(corpus.labels)
     return fit_on_folds(
         corpus, chosen, features, logistic_regression, name=BASELINE_NAME, method="logistic-regression",

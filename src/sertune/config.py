@@ -82,7 +82,8 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "grad_accum": _AT_LEAST_ONE, "plateau_patience": Limit(int), "seed": Limit(int, 0), "workers": Limit(int, 0),
         "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "betas": Limit(float, 0, 1, high_open=True, count=2),
         "plateau_factor": Limit(float, 0, 1, low_open=True, high_open=True), "min_lr": _NON_NEGATIVE,
-        "max_seconds": _POSITIVE, "eval_max_seconds": _POSITIVE, "max_grad_norm": Limit(float, 0, low_open=True,
+        "max_seconds": _POSITIVE, "eval_max_seconds": _POSITIVE,
+        "unknown_speaker_rate": Limit(float, 0, 1), "max_grad_norm": Limit(float, 0, low_open=True,
                                                                                          optional=True),
     },
     "tuning": {
@@ -126,6 +127,9 @@ class TrainConfig:
     eval_max_seconds: float = 30.0
     eval_batch_size: int = 32
     augment: bool = True
+    # With head.normalization speaker: the share of training clips given the training clips' statistics
+    # instead of their speaker's, so that the model also works on a clip whose speaker is unknown.
+    unknown_speaker_rate: float = 0.5
     # Opt-in: on the synthetic corpus, batches of similar length kept the head at chance (loss ln 4)
     # where random batches learned, since length carries the emotion there (docs/training.md).
     bucketing: bool = False
@@ -185,7 +189,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "tuning": {"lora_rank": 16, "lora_alpha": 1.0, "lora_dropout": 0.0, "lora_targets": "ffn",
                    "adapter_dim": 128, "adapter_scale": 0.1, "adapter_dropout": 0.1, "prompt_length": 5},
-        "head": {"channels": 256, "dropout": 0.1, "include_embedding": False},
+        "head": {"channels": 256, "dropout": 0.1, "include_embedding": False, "normalization": "none"},
         "train": {"epochs": 30, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-4, "betas": [0.9, 0.98],
                   "plateau_patience": 5, "plateau_factor": 0.5, "min_lr": 5e-5, "class_weights": True,
                   "max_seconds": 6.0, "augment": True, "bucketing": False},

@@ -1,4 +1,5 @@
-"""The study's classification head: weighted layer sum -> 1x1 convs -> masked mean pool -> MLP."""
+"""The study's classification head: weighted layer sum -> 1x1 convs -> masked mean pool -> MLP,
+optionally on layer outputs standardised per speaker or over the training clips."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from torch import nn
 
 from sertune.head_config import HeadConfig
 
-__all__ = ["EmotionHead", "HeadConfig"]
+__all__ = ["EmotionHead", "HeadConfig", "Statistics"]
+
+# Per-clip (mean, std) of every layer output, each [B, L+1, D] like the L+1 hidden states.
+Statistics = tuple[torch.Tensor, torch.Tensor]
 
 
 class EmotionHead(nn.Module):
@@ -16,8 +20,14 @@ class EmotionHead(nn.Module):
     def __init__(self, hidden_size: int, num_layers: int, num_classes: int, config: HeadConfig) -> None:
         super().__init__()
         self.include_embedding = config.include_embedding
-        self.normalize_layers = config.normalize_layers
-        self.layer_weights = nn.Parameter(torch.zeros(num_layers + int(config.include_embedding)))
+        self.normalization = config.normalization
+        layers = num_layers + int(config.include_embedding)
+        self.layer_weights = nn.Parameter(torch.zeros(layers))
+        if self.normalization != "none":
+            # The training clips' statistics, saved with the head: what a clip is normalised with when
+            # the caller has no statistics of its speaker (the trainer sets them before training).
+            self.register_buffer("input_mean", torch.zeros(layers, hidden_size))
+            self.register_buffer("input_std", torch.ones(layers, hidden_size))
         channels = config.channels
         self.frame_layers = nn.Sequential(
             nn.Conv1d(hidden_size, channels, 1),
@@ -32,13 +42,37 @@ class EmotionHead(nn.Module):
             nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, num_classes)
         )
 
-    def forward(self, hidden_states: tuple[torch.Tensor, ...], frame_lengths: torch.Tensor) -> torch.Tensor:
-        """Logits [B, classes] from L+1 hidden states [B, T, D] and valid frame counts [B]."""
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the statistics used when `forward` gets none, each [L+1, D] like the hidden states."""
+        self.input_mean.copy_(self._weighed(mean))
+        self.input_std.copy_(self._weighed(std))
+
+    def _weighed(self, values: torch.Tensor) -> torch.Tensor:
+        """The per-layer rows [..., L+1, D] of the layers this head weighs."""
+        return values if self.include_embedding else values[..., 1:, :]
+
+    def forward(
+        self, hidden_states: tuple[torch.Tensor, ...], frame_lengths: torch.Tensor, statistics: Statistics | None = None
+    ) -> torch.Tensor:
+        """Logits [B, classes] from L+1 hidden states [B, T, D] and valid frame counts [B].
+
+        `statistics` (mean, std), each [B, L+1, D], standardise each clip's layer outputs (with its
+        speaker's, say); without them a normalising head uses its stored ones.
+        """
         states = hidden_states if self.include_embedding else hidden_states[1:]
-        if self.normalize_layers:
-            states = [nn.functional.layer_norm(state, state.shape[-1:]) for state in states]
         weights = torch.softmax(self.layer_weights, dim=0)
-        mixed = torch.einsum("l,lbtd->btd", weights.to(states[0].dtype), torch.stack(states))
+        if self.normalization == "none":
+            mixed = torch.einsum("l,lbtd->btd", weights.to(states[0].dtype), torch.stack(states))
+        else:
+            if statistics is None:
+                mean, std = self.input_mean[None], self.input_std[None]
+            else:
+                mean, std = (self._weighed(values.float()) for values in statistics)
+            scale = weights[None, :, None] / std  # [B or 1, layers, D]
+            # Layer by layer in float32: a large mean subtracted in bfloat16 would leave mostly rounding.
+            mixed = sum(
+                (state.float() - mean[:, i, None, :]) * scale[:, i, None, :] for i, state in enumerate(states)
+            ).to(states[0].dtype)
         frames = self.frame_layers(mixed.transpose(1, 2))  # [B, C, T]
         valid = torch.arange(frames.shape[-1], device=frames.device)[None, :] < frame_lengths[:, None]
         valid = valid[:, None, :].to(frames.dtype)

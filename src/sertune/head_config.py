@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sertune.errors import SertuneError
+
+# How layer outputs are standardised before the weighted sum (sertune.feature_statistics).
+NORMALIZATIONS = ("none", "global", "speaker")
+
 
 @dataclass
 class HeadConfig:
-    """Settings of the head; the defaults are the study's."""
+    """Settings of the head; the defaults are the study's, apart from `normalization` (docs/training.md)."""
 
     channels: int = 256
     dropout: float = 0.1
     # Also weigh the embedding / conv output (hidden state 0), not only the transformer layers.
     include_embedding: bool = False
-    # Standardise every layer output over its hidden dimension (layer norm without parameters) before
-    # the weighted sum, as SUPERB's featurizer can; the study's head does not.
-    normalize_layers: bool = False
+    # Standardise each layer output with the pretrained encoder's statistics: of each speaker's own
+    # clips (`speaker`), of the training clips (`global`), or not at all (`none`, the study's head).
+    # Without a speaker's clips (a single clip at inference) the training clips' statistics are used.
+    normalization: str = "speaker"
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise SertuneError(
+                f"head.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
+            )
 
     def to_dict(self) -> dict:
         """The settings as plain data (for sertune.json and config.yaml)."""

@@ -124,6 +124,7 @@ class Predictor:
             window_seconds=self.default_plan.window / self.sample_rate,
             eval_max_seconds=self.default_plan.whole_limit / self.sample_rate,
             precision=self.precision,
+            normalization=self.classifier.head_config.normalization,
         )
 
     # -- preparing input -----------------------------------------------------------------------

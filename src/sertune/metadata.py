@@ -165,6 +165,8 @@ def validate_metadata(data: Any, origin: str | Path) -> dict[str, Any]:
         backbone = data["backbone"]
         _check_section(backbone["source"], SOURCE_KINDS.get(backbone["source"]["kind"], BY_NAME), "backbone.source")
         tuning = _build(TuningConfig, data["tuning"], "tuning")
+        # Runs saved before the head could normalise have the study's head, not today's default.
+        data["head"].setdefault("normalization", "none")
         _build(HeadConfig, data["head"], "head")
         try:
             tuning.layer_indices(backbone["num_layers"])

@@ -7,7 +7,7 @@ from torch import nn
 
 from sertune.backbones.base import Backbone
 from sertune.errors import SertuneError
-from sertune.head import EmotionHead, HeadConfig
+from sertune.head import EmotionHead, HeadConfig, Statistics
 from sertune.tuning import TuningConfig, activate, attach, merge_lora
 
 # Name segments that are followed by the adapter name in parameter names.
@@ -44,21 +44,31 @@ class EmotionClassifier(nn.Module):
         self.head = EmotionHead(backbone.hidden_size, backbone.num_layers, len(labels), self.head_config)
         self.head.to(backbone.device)
         self.trained_names = [name for name, p in self.named_parameters() if p.requires_grad]
+        # Saved beside the trained tensors: the head's normalisation statistics, set from the data.
+        self.statistic_names = [f"head.{name}" for name, _ in self.head.named_buffers()]
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, statistics: Statistics | None = None
+    ) -> torch.Tensor:
+        """Logits [B, classes]; `statistics` normalise each clip's layer outputs (see `EmotionHead.forward`)."""
         if self.backbone.tuning.active != self.adapter_name:
             activate(self.backbone, self.adapter_name)
         encoded = self.backbone.encode(waveforms, lengths)
-        return self.head(encoded.hidden_states, encoded.frame_lengths)
+        return self.head(encoded.hidden_states, encoded.frame_lengths, statistics)
+
+    def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        return {name: tensors[name] for name in (*self.trained_names, *self.statistic_names)}
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the tensors this method trains, under adapter-independent names."""
-        parameters = dict(self.named_parameters())
-        return {canonical_name(name, self.adapter_name): parameters[name].detach() for name in self.trained_names}
+        """The tensors this method trains (and the head's statistics), under adapter-independent names."""
+        tensors = self._saved_tensors().items()
+        return {canonical_name(name, self.adapter_name): tensor.detach() for name, tensor in tensors}
 
     def load_trained_state_dict(self, tensors: dict[str, torch.Tensor], *, origin: str = "checkpoint") -> None:
         """Load tensors saved by `trained_state_dict`; missing, unexpected or misshapen ones are named."""
-        expected = {canonical_name(name, self.adapter_name): name for name in self.trained_names}
+        saved = (*self.trained_names, *self.statistic_names)
+        expected = {canonical_name(name, self.adapter_name): name for name in saved}
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
         if missing or unexpected:
@@ -67,7 +77,7 @@ class EmotionClassifier(nn.Module):
                 f"missing {len(missing)} tensors {_few(missing)}, "
                 f"unexpected {len(unexpected)} tensors {_few(unexpected)}"
             )
-        parameters = dict(self.named_parameters())
+        parameters = self._saved_tensors()
         with torch.no_grad():
             for saved_name, name in expected.items():
                 target, value = parameters[name], tensors[saved_name]

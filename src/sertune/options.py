@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from sertune.commands._help import show_default
-from sertune.head_config import HeadConfig
+from sertune.head_config import NORMALIZATIONS, HeadConfig
 from sertune.precision import PRECISIONS
 from sertune.tuning.config import ALIASES, BASELINES, PEFT_PARTS, TuningConfig
 
@@ -65,8 +65,10 @@ def add_tuning_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool
         help="the head also weighs the embedding / conv output",
     )
     group.add_argument(
-        "--normalize-layers", action="store_true", default=flag_default,
-        help="the head standardises each layer output over its hidden dimension before weighing them",
+        "--normalization", choices=NORMALIZATIONS, default=HeadConfig.normalization if with_defaults
+        else argparse.SUPPRESS,
+        help="standardise each layer output with each speaker's statistics (speaker, default), the training "
+        "clips' (global) or not at all (none, the study's head)",
     )
 
 
@@ -79,4 +81,4 @@ def tuning_config_from_args(args: argparse.Namespace) -> TuningConfig:
 
 def head_config_from_args(args: argparse.Namespace) -> HeadConfig:
     """The HeadConfig described by parsed arguments."""
-    return HeadConfig(include_embedding=args.include_embedding, normalize_layers=args.normalize_layers)
+    return HeadConfig(include_embedding=args.include_embedding, normalization=args.normalization)

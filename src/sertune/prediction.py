@@ -74,6 +74,9 @@ class ModelInfo:
     eval_max_seconds: float
     precision: str
     shares_encoder_with: list[str] = field(default_factory=list)
+    # The head's normalisation of layer outputs ("speaker", "global" or "none"): a "speaker" model
+    # normalises each clip here with its training speakers' statistics (see docs/training.md).
+    normalization: str = "none"
 
 
 # -- settings ------------------------------------------------------------------------------------------

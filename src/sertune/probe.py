@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sertune.baseline import BaselineResult, fit_on_folds, logistic_regression, select_folds_by_name
+from sertune.baseline import (
+    BaselineResult,
+    fit_on_folds,
+    logistic_regression,
+    select_folds_by_name,
+    speaker_normalised,
+)
 from sertune.corpora.manifest import Corpus, load_corpus
 from sertune.errors import SertuneError
 from sertune.feature_cache import FeatureCache
@@ -26,6 +32,9 @@ from sertune.fileio import cache_dir
 from sertune.progress import progress_bar
 
 LAYER_MODES = ("weighted", "all")
+# What the pooled features are standardised over before the regression: the training clips (SUPERB's
+# probe) or, first, each speaker's own clips (as the MFCC baseline and the default head do).
+PROBE_NORMALIZATIONS = ("global", "speaker")
 DEFAULT_EVAL_MAX_SECONDS = 30.0  # the training default, so that a frozen run and the probe share entries
 
 
@@ -140,18 +149,23 @@ def linear_probe_baseline(
     *,
     folds: list[str] | None = None,
     layer: str | int = "weighted",
+    normalization: str = "global",
     cache_root: str | Path | None = None,
     eval_max_seconds: float = DEFAULT_EVAL_MAX_SECONDS,
     batch_size: int = 16,
 ) -> BaselineResult:
     """Dev and test metrics per fold of the linear probe on `backbone`'s frozen features, and their summary."""
     layer = parse_layer(layer)
+    if normalization not in PROBE_NORMALIZATIONS:
+        raise SertuneError(f"normalization must be one of {', '.join(PROBE_NORMALIZATIONS)}, got {normalization!r}")
     corpus = load_corpus(corpus_dir)
     chosen = select_folds_by_name(corpus, folds)
     needed = sorted({uid for fold in chosen for ids in fold.parts().values() for uid in ids})
     pooled, described = pooled_layer_features(
         corpus, needed, backbone, cache_root=cache_root, eval_max_seconds=eval_max_seconds, batch_size=batch_size
     )
+    if normalization == "speaker":
+        pooled = speaker_normalised(pooled, corpus)
     sample = layer_input(next(iter(pooled.values()))[None], layer)
     features = {uid: layer_input(value[None], layer)[0] for uid, value in pooled.items()}
     make_model = WeightedLayerProbe if layer == "weighted" else logistic_regression
@@ -160,5 +174,7 @@ def linear_probe_baseline(
     trained = dims * n_classes + n_classes + (sample.shape[1] if layer == "weighted" else 0)
     return fit_on_folds(
         corpus, chosen, features, make_model,
-        name=f"linear-probe:{described['name']}", method=f"linear-probe-{layer}", trained_parameters=trained,
+        name=f"linear-probe:{described['name']}",
+        method=f"linear-probe-{layer}" + ("-speaker-normalised" if normalization == "speaker" else ""),
+        trained_parameters=trained,
     )

@@ -27,6 +27,7 @@ class Reference:
 
     path: Path
     name: str  # the summary's backbone field: "mfcc-statistics" or "linear-probe:<encoder>"
+    method: str  # e.g. "linear-probe-weighted" or "linear-probe-weighted-speaker-normalised"
     uar: float
 
     @property
@@ -64,7 +65,7 @@ def find_references(run_dir: str | Path, summary: dict[str, Any]) -> list[Refere
         if not all(name in scored for name in folds):
             continue
         uar = float(np.mean([scored[name]["test"]["uar"] for name in folds]))
-        found.append(Reference(candidate.parent, str(other.get("backbone")), uar))
+        found.append(Reference(candidate.parent, str(other.get("backbone")), str(other.get("method")), uar))
     return found
 
 
@@ -74,7 +75,10 @@ def compare_with_references(summary: dict[str, Any], references: list[Reference]
         return [], False
     uar = float(summary["test"]["uar"]["mean"])
     lines = [f"test UAR over the same fold(s): this run {uar:.1f}%"]
-    lines += [f"  {reference.name:<32} {reference.uar:5.1f}%  ({reference.path})" for reference in references]
+    lines += [
+        f"  {reference.name + ' ' + reference.method:<60} {reference.uar:5.1f}%  ({reference.path})"
+        for reference in references
+    ]
     weak = [reference for reference in references if reference.is_probe and uar < reference.uar]
     if weak:
         best = max(weak, key=lambda reference: reference.uar)

@@ -162,7 +162,12 @@ def saved_config(out: Path) -> dict[str, Any]:
     path = out / CONFIG
     if not path.is_file():
         raise SertuneError(f"{path} not found: {out} is not a run directory to resume")
-    return read_yaml(path)
+    settings = read_yaml(path)
+    head = settings.get("head")
+    if isinstance(head, dict):
+        # Runs started before the head could normalise have the study's head, not today's default.
+        head.setdefault("normalization", "none")
+    return settings
 
 
 def finished_fold(directory: Path) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from sertune.data import WaveformDataset, collate_features, collate_waveforms, m
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, predict_dataset, score
 from sertune.feature_cache import FeatureCache, FeatureDataset
+from sertune.feature_statistics import SpeakerNormalizer
 from sertune.fileio import atomic_path, cache_dir, write_json_atomic, write_text_atomic
 from sertune.model import EmotionClassifier
 from sertune.progress import progress_bar
@@ -96,10 +97,7 @@ class FoldTrainer:
         self.on_epoch_end = on_epoch_end
         self.labels = corpus.labels
 
-        torch.manual_seed(self.train_config.seed)  # the same initial weights in every fold
-        backbone = load_backbone(config.backbone)
-        self.classifier = EmotionClassifier(backbone, self.labels, config.tuning, config.head)
-        self.classifier.to(accelerator.device)
+        backbone = load_backbone(config.backbone, device=accelerator.device)
         self.sample_rate = backbone.sample_rate
         self.uses_cache = config.tuning.method == "frozen" and self.train_config.feature_cache
         # Cached features are memory-mapped arrays with nothing to decode: worker processes only cost
@@ -108,7 +106,20 @@ class FoldTrainer:
         # Clips encoded into the feature cache for this fold, and the seconds it took (not in any epoch).
         self.cache_fill: dict[str, Any] | None = None
         parts = {name: [corpus.by_id[i] for i in ids] for name, ids in fold.parts().items()}
-        self.splits = self._build_splits(parts)
+        normalization = config.head.normalization
+        cache = None
+        if self.uses_cache or normalization != "none":
+            # Filled before any tuning method is attached: the pretrained encoder's features.
+            cache = self._open_cache(backbone)
+            self._fill_cache(cache, backbone, [u for clips in parts.values() for u in clips])
+        # Seeded here, after any encoding: the same initial weights in every fold, cache filled or not.
+        torch.manual_seed(self.train_config.seed)
+        self.classifier = EmotionClassifier(backbone, self.labels, config.tuning, config.head)
+        self.classifier.to(accelerator.device)
+        self.normalizer = SpeakerNormalizer(cache, parts, normalization) if normalization != "none" else None
+        if self.normalizer is not None:
+            self.classifier.head.set_statistics(*self.normalizer.training_statistics(accelerator.device))
+        self.splits = self._build_splits(parts, cache)
         train_labels = [self.labels.index(u.label) for u in parts["train"]]
         self.class_weights = class_weights(train_labels, len(self.labels)) if self.train_config.class_weights else None
 
@@ -131,7 +142,13 @@ class FoldTrainer:
         self.best: dict[str, Any] = {"epoch": 0, "uar": -1.0, "dev": None}
 
     # -- data --------------------------------------------------------------------------------
-    def _build_splits(self, parts: dict[str, list[Utterance]]) -> dict[str, Split]:
+    def _open_cache(self, backbone: torch.nn.Module) -> FeatureCache:
+        tc = self.train_config
+        root = Path(tc.cache_dir) if tc.cache_dir else cache_dir("features")
+        return FeatureCache(root, backbone, sample_rate=self.sample_rate,
+                            max_samples=round(tc.eval_max_seconds * self.sample_rate))
+
+    def _build_splits(self, parts: dict[str, list[Utterance]], cache: FeatureCache | None) -> dict[str, Split]:
         tc, backbone = self.train_config, self.classifier.backbone
         eval_samples = round(tc.eval_max_seconds * self.sample_rate)
         train_samples = round(tc.max_seconds * self.sample_rate)
@@ -144,9 +161,6 @@ class FoldTrainer:
                 ), collate_waveforms)
                 for name, clips in parts.items()
             }
-        root = Path(tc.cache_dir) if tc.cache_dir else cache_dir("features")
-        cache = FeatureCache(root, backbone, sample_rate=self.sample_rate, max_samples=eval_samples)
-        self._fill_cache(cache, [u for clips in parts.values() for u in clips])
         train_frames = int(backbone.frame_lengths(torch.tensor([train_samples]))[0])
         eval_frames = int(backbone.frame_lengths(torch.tensor([eval_samples]))[0])
         return {
@@ -159,28 +173,35 @@ class FoldTrainer:
             for name, clips in parts.items()
         }
 
-    def _fill_cache(self, cache: FeatureCache, utterances: list[Utterance]) -> None:
+    def _fill_cache(self, cache: FeatureCache, backbone: torch.nn.Module, utterances: list[Utterance]) -> None:
         accelerator = self.accelerator
         began = time.perf_counter()
         missing = cache.missing(utterances)
         if missing:
             with progress_bar(len(missing), f"{self.fold.name} caching features", "clip",
                               disable=not accelerator.is_main_process) as bar:
-                self.classifier.backbone.eval()
+                backbone.eval()
                 cache.fill(
-                    self.classifier.backbone, missing, self.labels, batch_size=self.train_config.eval_batch_size,
+                    backbone, missing, self.labels, batch_size=self.train_config.eval_batch_size,
                     num_replicas=accelerator.num_processes, rank=accelerator.process_index,
                     progress=lambda n: bar.update(n * accelerator.num_processes),
                 )
         accelerator.wait_for_everyone()
         self.cache_fill = {"clips": len(missing), "seconds": time.perf_counter() - began}
 
-    def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], split: str,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         inputs = batch["input"].to(self.accelerator.device, non_blocking=True)
         lengths = batch["length"].to(self.accelerator.device)
+        statistics = None
+        if self.normalizer is not None:
+            unknown_rate = self.train_config.unknown_speaker_rate if split == "train" else 0.0
+            statistics = self.normalizer.batch(split, batch["index"], unknown_rate=unknown_rate, generator=generator)
         if self.uses_cache:
-            return model(inputs.unbind(1), lengths)
-        return model(inputs, lengths)
+            return model(inputs.unbind(1), lengths, statistics)
+        return model(inputs, lengths, statistics)
 
     # -- training ----------------------------------------------------------------------------
     def _set_train_mode(self) -> None:
@@ -216,7 +237,7 @@ class FoldTrainer:
                 batch["input"] = self.augment(batch["input"], batch["length"], generator)
             sync = (step + 1) % tc.grad_accum == 0 or step + 1 == steps
             with accelerator.no_sync(self.model) if not sync else contextlib.nullcontext():
-                logits = self._forward(self.model, batch)
+                logits = self._forward(self.model, batch, "train", generator)
                 loss = F.cross_entropy(
                     logits.float(), batch["label"].to(logits.device),
                     weight=None if self.class_weights is None else self.class_weights.to(logits.device),
@@ -260,7 +281,7 @@ class FoldTrainer:
         model.eval()
         split = self.splits[name]
         return predict_dataset(
-            self.accelerator, lambda batch: self._forward(model, batch), split.dataset, split.collate,
+            self.accelerator, lambda batch: self._forward(model, batch, name), split.dataset, split.collate,
             batch_size=self.train_config.eval_batch_size, max_seconds=self.train_config.eval_max_seconds,
             workers=self.loader_workers,
         )

@@ -29,6 +29,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="linear probe input: a layer number (0 = embedding output, negative from the top), 'all' "
         "(concatenated) or 'weighted' (learned softmax weights over the layers)",
     )
+    parser.add_argument(
+        "--normalization", choices=("global", "speaker"), default="global",
+        help="linear probe: standardise the pooled features over the training clips (global, SUPERB's probe) or "
+        "first per speaker over each speaker's own clips (speaker)",
+    )
     parser.add_argument("--cache-dir", help="feature cache folder (default: ~/.cache/sertune/features)")
     parser.add_argument("--workers", type=int, default=2, help="parallel MFCC extraction jobs")
     parser.add_argument(
@@ -46,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         from sertune.probe import linear_probe_baseline
 
         result = linear_probe_baseline(
-            args.corpus, args.features, folds=folds, layer=args.layer, cache_root=args.cache_dir
+            args.corpus, args.features, folds=folds, layer=args.layer, normalization=args.normalization,
+            cache_root=args.cache_dir,
         )
-        title = f"linear probe ({args.layer}) on frozen {args.features}"
+        title = f"linear probe ({args.layer}, {args.normalization} normalisation) on frozen {args.features}"
     else:
         result = mfcc_baseline(args.corpus, folds=folds, workers=args.workers)
         title = "MFCC-statistics baseline"

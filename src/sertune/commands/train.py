@@ -34,6 +34,8 @@ TRAIN_HELP = {
     "eval_max_seconds": "evaluation uses each clip from its start up to this many seconds",
     "eval_batch_size": "clips per evaluation batch (per process)",
     "augment": "Gaussian noise (SNR 10-30 dB) and time masks on training clips",
+    "unknown_speaker_rate": "with --normalization speaker: share of training clips normalised with the training "
+    "clips' statistics instead of their speaker's (as a clip of an unknown speaker is at inference)",
     "bucketing": "batch clips of similar length together",
     "grad_accum": "batches per optimizer step",
     "max_grad_norm": "clip gradients to this norm (default: no clipping)",
