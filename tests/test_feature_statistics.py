@@ -76,7 +76,7 @@ def test_a_fold_normalises_test_speakers_with_their_own_statistics(cached):
     normalizer = SpeakerNormalizer(cache, parts, "speaker")
     own = speaker_statistics(cache, parts["test"])
     indices = torch.arange(len(parts["test"]))
-    mean, std = normalizer.batch("test", indices)
+    mean, std = normalizer.batch("test", indices, "cpu")
     for row, utterance in enumerate(parts["test"]):
         np.testing.assert_array_equal(mean[row].numpy(), own[utterance.speaker].mean)
         np.testing.assert_array_equal(std[row].numpy(), own[utterance.speaker].std)
@@ -84,7 +84,7 @@ def test_a_fold_normalises_test_speakers_with_their_own_statistics(cached):
     stored, _ = normalizer.training_statistics("cpu")
     np.testing.assert_array_equal(stored.numpy(), pooled_statistics(cache, parts["train"]).mean)
     assert not np.allclose(stored.numpy(), pooled_statistics(cache, corpus.utterances).mean)
-    assert SpeakerNormalizer(cache, parts, "global").batch("test", indices) is None
+    assert SpeakerNormalizer(cache, parts, "global").batch("test", indices, "cpu") is None
 
 
 def test_unknown_speaker_rate_gives_a_share_of_training_clips_the_training_statistics(cached):
@@ -94,15 +94,53 @@ def test_unknown_speaker_rate_gives_a_share_of_training_clips_the_training_stati
     normalizer = SpeakerNormalizer(cache, parts, "speaker")
     training, _ = normalizer.training_statistics("cpu")
     indices = torch.arange(len(parts["train"]))
-    own, _ = normalizer.batch("train", indices)
-    everyone, _ = normalizer.batch("train", indices, unknown_rate=1.0)
+    own, _ = normalizer.batch("train", indices, "cpu")
+    everyone, _ = normalizer.batch("train", indices, "cpu", unknown_rate=1.0)
     assert all(torch.equal(row, training) for row in everyone)
-    mixed, _ = normalizer.batch("train", indices, unknown_rate=0.5, generator=torch.Generator().manual_seed(0))
+    mixed, _ = normalizer.batch("train", indices, "cpu", unknown_rate=0.5, generator=torch.Generator().manual_seed(0))
     unknown = [torch.equal(row, training) for row in mixed]
     assert 0 < sum(unknown) < len(unknown)
     assert all(torch.equal(mixed[i], own[i]) for i, is_unknown in enumerate(unknown) if not is_unknown)
-    again, _ = normalizer.batch("train", indices, unknown_rate=0.5, generator=torch.Generator().manual_seed(0))
+    again, _ = normalizer.batch("train", indices, "cpu", unknown_rate=0.5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(again, mixed)  # the same draw for the same seed: a resumed epoch repeats it
+
+
+def test_a_speaker_is_normalised_within_each_part_and_an_unknown_speaker_like_at_inference(cached):
+    corpus, cache, _, _ = cached
+    fold = corpus.folds[0]
+    parts = {name: [corpus.by_id[i] for i in ids] for name, ids in fold.parts().items()}
+    # One training speaker also speaks in test (a fold with overlap), and one test clip has no speaker.
+    shared = parts["train"][0].speaker
+    parts["test"] = [*parts["test"], *[u for u in parts["train"] if u.speaker == shared][:2]]
+    parts["test"][0] = dataclasses.replace(parts["test"][0], speaker="")
+    normalizer = SpeakerNormalizer(cache, parts, "speaker")
+    mean, _ = normalizer.batch("test", torch.arange(len(parts["test"])), "cpu")
+    training, _ = normalizer.training_statistics("cpu")
+    assert torch.equal(mean[0], training)
+    in_test = speaker_statistics(cache, parts["test"])[shared]
+    np.testing.assert_array_equal(mean[-1].numpy(), in_test.mean)  # its test clips only, not its training clips
+    train_mean, _ = normalizer.batch("train", torch.arange(len(parts["train"])), "cpu")
+    np.testing.assert_array_equal(train_mean[0].numpy(), speaker_statistics(cache, parts["train"])[shared].mean)
+    assert not np.allclose(in_test.mean, speaker_statistics(cache, parts["train"])[shared].mean)
+
+
+def test_moments_entries_give_the_statistics_of_the_frames(small_corpus, tiny_whisper_dir, tmp_path):
+    from sertune.backbones import load_backbone
+
+    corpus = load_corpus(small_corpus)
+    clips = corpus.utterances[:6]
+    backbone = load_backbone(tiny_whisper_dir)
+    frames = FeatureCache(tmp_path / "frames", backbone, sample_rate=16000, max_samples=16000 * 30)
+    only_moments = FeatureCache(tmp_path / "moments", backbone, sample_rate=16000, max_samples=16000 * 30)
+    frames.fill(backbone, clips, corpus.labels, batch_size=4)
+    only_moments.fill(backbone, clips, corpus.labels, batch_size=4, store="moments")
+    assert not list((tmp_path / "moments").rglob("*.npy")) and only_moments.missing(clips, "moments") == []
+    assert frames.missing(clips, "moments") == []  # cached frames hold the moments too
+    from_frames, from_moments = pooled_statistics(frames, clips), pooled_statistics(only_moments, clips)
+    assert from_frames.frames == from_moments.frames
+    # float16 frames against float32 moments: the same statistics to float16's precision
+    np.testing.assert_allclose(from_frames.mean, from_moments.mean, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(from_frames.std, from_moments.std, rtol=2e-3, atol=2e-3)
 
 
 def test_the_baselines_speaker_normalisation_groups_by_speaker(cached):

@@ -8,6 +8,7 @@ import torch
 from sertune.config import resolve_config
 from sertune.errors import SertuneError
 from sertune.head import EmotionHead, HeadConfig
+from sertune.head_config import upgrade_saved_head
 
 
 def _states(batch: int = 2, frames: int = 7, dim: int = 16, layers: int = 3) -> tuple[torch.Tensor, ...]:
@@ -48,6 +49,14 @@ def test_without_statistics_a_normalising_head_uses_its_stored_ones():
     # Statistics are buffers, not parameters: the study's parameter counts still hold.
     study = EmotionHead(16, 3, 4, HeadConfig(normalization="none"))
     assert sum(p.numel() for p in head.parameters()) == sum(p.numel() for p in study.parameters())
+
+
+def test_head_settings_saved_by_older_versions_are_brought_up_to_date():
+    saved = {"channels": 256, "dropout": 0.1, "include_embedding": False, "normalize_layers": False}
+    upgrade_saved_head(saved)
+    assert saved == {"channels": 256, "dropout": 0.1, "include_embedding": False, "normalization": "none"}
+    with pytest.raises(ValueError, match=r"head\.normalize_layers .* is no longer supported; retrain the run"):
+        upgrade_saved_head({"normalize_layers": True})
 
 
 def test_default_and_unknown_normalization():

@@ -108,6 +108,15 @@ def test_a_speaker_normalised_run_tests_each_speaker_with_its_own_statistics(
         with torch.inference_mode():
             logits = classifier(wave, None, (torch.from_numpy(stats.mean)[None], torch.from_numpy(stats.std)[None]))
         np.testing.assert_allclose(logits[0].numpy(), [float(row[f"logit_{n}"]) for n in corpus.labels], atol=1e-4)
+    # The test part is also scored as `predict` sees each clip, speaker unknown: the same UAR as predict's.
+    metrics, summary = fold_metrics(tmp_path / "run"), json.loads((tmp_path / "run/summary.json").read_text())
+    predictor = sertune.load(tmp_path / "run", precision="no")
+    predicted = [p.label for p in predictor.predict_many([corpus.by_id[i].path for i in fold.test])]
+    truth = [corpus.by_id[i].label for i in fold.test]
+    recalls = [np.mean([p == t for p, t in zip(predicted, truth, strict=True) if t == c]) for c in set(truth)]
+    assert metrics["test_unknown_speaker"]["uar"] == pytest.approx(100 * np.mean(recalls))
+    assert summary["test_unknown_speaker"]["uar"]["mean"] == metrics["test_unknown_speaker"]["uar"]
+    assert summary["folds"]["fold1"]["test_unknown_speaker"] == metrics["test_unknown_speaker"]
 
 
 def test_api_and_cli_predictions_equal_the_training_time_logits(finished_run: Path, small_corpus: Path, cli) -> None:

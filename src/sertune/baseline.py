@@ -65,7 +65,7 @@ def speaker_normalised(features: dict[str, np.ndarray], corpus: Corpus) -> dict[
     """
     groups: dict[str, list[str]] = {}
     for uid in features:
-        groups.setdefault(corpus.by_id[uid].speaker_group, []).append(uid)
+        groups.setdefault(corpus.by_id[uid].speaker or f"clip:{uid}", []).append(uid)
     normalised = {}
     for ids in groups.values():
         block = np.stack([features[uid] for uid in ids])

@@ -4,6 +4,11 @@ An entry is one clip's L+1 hidden states as a float16 `.npy` array [L+1, frames,
 memory-mapped. Entries live under a key of the encoder's identity and the audio settings, and are
 named by a hash of the audio file's bytes: another run on the same encoder and clips (another fold,
 method or seed) reuses them, while a changed file or encoder never hits a stale entry.
+
+Runs that tune the encoder need only each clip's moments for the head's speaker normalisation
+(`sertune.feature_statistics`): the sum and the sum of squares of its frames per layer and
+dimension and the frame count, a `.moments.npz` entry of [L+1, D] float64 arrays, tens of times
+smaller than the frames. They are computed from the encoder's float32 outputs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from sertune.sampler import ShardedEvalBatchSampler
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+# What an entry holds: the clip's frames, or only their moments.
+STORES = ("frames", "moments")
 
 
 def file_digest(path: Path) -> str:
@@ -43,6 +50,25 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def moments(states: np.ndarray) -> dict[str, np.ndarray]:
+    """The moments of one clip's layer outputs [L+1, frames, D]: per-layer sums [L+1, D] and the frame count."""
+    values = np.asarray(states, dtype=np.float64)
+    return {"total": values.sum(axis=1), "squares": np.square(values).sum(axis=1),
+            "frames": np.array(values.shape[1])}
+
+
+def read_moments(cache: FeatureCache, utterance: Utterance) -> dict[str, np.ndarray] | None:
+    """The clip's moments, from its cached frames or its moments entry; None if neither is stored."""
+    frames = cache.entry(utterance)
+    if frames.is_file():
+        return moments(np.load(frames, mmap_mode="r"))
+    entry = cache.entry(utterance, "moments")
+    if entry.is_file():
+        with np.load(entry) as stored:
+            return {name: stored[name] for name in ("total", "squares", "frames")}
+    return None
 
 
 class FeatureCache:
@@ -65,22 +91,25 @@ class FeatureCache:
         if not (self.directory / "key.json").is_file():
             write_json_atomic(self.directory / "key.json", identity)
 
-    def entry(self, utterance: Utterance) -> Path:
-        """Where the clip's features are (or will be) stored."""
+    def entry(self, utterance: Utterance, store: str = "frames") -> Path:
+        """Where the clip's features (`frames`) or their `moments` are (or will be) stored."""
         path = Path(utterance.path)
         try:
             digest = file_digest(path)
         except OSError:
             # An unreadable clip has no entry; the loaders report it as they do for waveforms.
             digest = "unreadable-" + hashlib.sha256(str(path).encode()).hexdigest()
-        return self.directory / digest[:2] / f"{digest}.npy"
+        return self.directory / digest[:2] / (f"{digest}.npy" if store == "frames" else f"{digest}.moments.npz")
 
-    def missing(self, utterances: Sequence[Utterance]) -> list[Utterance]:
-        """The clips that have no entry yet (each clip once, in the given order)."""
+    def missing(self, utterances: Sequence[Utterance], store: str = "frames") -> list[Utterance]:
+        """The clips that have no entry of `store` yet (each clip once, in the given order); a clip
+        whose frames are cached has its moments too."""
         seen: set[Path] = set()
         result = []
         for utterance in utterances:
-            entry = self.entry(utterance)
+            if store == "moments" and self.entry(utterance).is_file():
+                continue
+            entry = self.entry(utterance, store)
             if entry not in seen and not entry.is_file():
                 seen.add(entry)
                 result.append(utterance)
@@ -97,8 +126,10 @@ class FeatureCache:
         num_replicas: int = 1,
         rank: int = 0,
         progress: Callable[[int], None] | None = None,
+        store: str = "frames",
     ) -> int:
-        """Encode this rank's share of `utterances` and store each clip; returns the number stored."""
+        """Encode this rank's share of `utterances` and store each clip's `frames` or `moments`;
+        returns the number stored."""
         dataset = WaveformDataset(
             utterances, labels, sample_rate=self.sample_rate, max_samples=self.max_samples, random_crop=False
         )
@@ -111,11 +142,18 @@ class FeatureCache:
             if batch is None:
                 continue
             encoded = backbone.encode(batch["input"].to(backbone.device), batch["length"])
-            states = torch.stack(encoded.hidden_states, dim=1).to(torch.float16).cpu().numpy()
+            states = torch.stack(encoded.hidden_states, dim=1)
+            if store == "frames":
+                states = states.to(torch.float16)
+            states = states.cpu().numpy()
             frame_lengths = encoded.frame_lengths.tolist()
             for row, (index, frames) in enumerate(zip(batch["index"].tolist(), frame_lengths, strict=True)):
-                with atomic_path(self.entry(dataset.utterances[index])) as tmp, open(tmp, "wb") as handle:
-                    np.save(handle, np.ascontiguousarray(states[row, :, :frames]))
+                clip = states[row, :, :frames]
+                with atomic_path(self.entry(dataset.utterances[index], store)) as tmp, open(tmp, "wb") as handle:
+                    if store == "frames":
+                        np.save(handle, np.ascontiguousarray(clip))
+                    else:
+                        np.savez(handle, **moments(clip))
                 stored += 1
             if progress is not None:
                 progress(len(batch["index"]))

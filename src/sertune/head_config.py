@@ -32,3 +32,18 @@ class HeadConfig:
     def to_dict(self) -> dict:
         """The settings as plain data (for sertune.json and config.yaml)."""
         return asdict(self)
+
+
+def upgrade_saved_head(settings: dict) -> None:
+    """Bring head settings saved by an older sertune (sertune.json, config.yaml) to today's, in place.
+
+    Runs saved before the head could normalise have the study's head, not today's default; the
+    layer-norm option that speaker normalisation replaced is dropped when off and refused when on
+    (ValueError), since no head of today computes what it trained.
+    """
+    settings.setdefault("normalization", "none")
+    if settings.pop("normalize_layers", False):
+        raise ValueError(
+            "head.normalize_layers (layer norm before the weighted sum) is no longer supported; "
+            "retrain the run, e.g. with --normalization global"
+        )

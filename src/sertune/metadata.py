@@ -26,7 +26,7 @@ from typing import Any
 
 from sertune.errors import SertuneError
 from sertune.fileio import read_json
-from sertune.head_config import HeadConfig
+from sertune.head_config import HeadConfig, upgrade_saved_head
 from sertune.tuning.config import TuningConfig
 
 METADATA = "sertune.json"
@@ -165,8 +165,10 @@ def validate_metadata(data: Any, origin: str | Path) -> dict[str, Any]:
         backbone = data["backbone"]
         _check_section(backbone["source"], SOURCE_KINDS.get(backbone["source"]["kind"], BY_NAME), "backbone.source")
         tuning = _build(TuningConfig, data["tuning"], "tuning")
-        # Runs saved before the head could normalise have the study's head, not today's default.
-        data["head"].setdefault("normalization", "none")
+        try:
+            upgrade_saved_head(data["head"])
+        except ValueError as error:
+            raise _Invalid(str(error)) from None
         _build(HeadConfig, data["head"], "head")
         try:
             tuning.layer_indices(backbone["num_layers"])

@@ -114,6 +114,7 @@ def run_summary(
     failed_folds: dict[str, str],
 ) -> dict[str, Any]:
     """The content of summary.json (docs/runs.md) from the folds' metrics.json contents."""
+    unknown = [fold["test_unknown_speaker"] for fold in folds.values() if "test_unknown_speaker" in fold]
     return {
         "corpus": corpus,
         "corpus_dir": corpus_dir,
@@ -123,9 +124,14 @@ def run_summary(
         "parameters": parameters,
         "checkpoint_bytes": checkpoint_bytes,
         "folds": {
-            name: {"best_epoch": fold.get("best_epoch"), "dev": fold["dev"], "test": fold["test"]}
+            name: {
+                "best_epoch": fold.get("best_epoch"), "dev": fold["dev"], "test": fold["test"],
+                **({"test_unknown_speaker": fold["test_unknown_speaker"]} if "test_unknown_speaker" in fold else {}),
+            }
             for name, fold in folds.items()
         },
         "failed_folds": failed_folds,
         "test": summarize_folds([fold["test"] for fold in folds.values()]),
+        # A speaker-normalised run's test scored as `predict` sees each clip: its speaker unknown.
+        **({"test_unknown_speaker": summarize_folds(unknown)} if unknown and len(unknown) == len(folds) else {}),
     }

@@ -26,6 +26,7 @@ from sertune.corpora.folds import overlap_message, speaker_overlaps
 from sertune.corpora.manifest import FOLDS as FOLDS_FILE
 from sertune.errors import SertuneError
 from sertune.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from sertune.head_config import upgrade_saved_head
 from sertune.model import EmotionClassifier
 from sertune.precision import resolve_precision
 from sertune.runs import run_summary
@@ -71,7 +72,7 @@ def check_run_directory(out: Path, config: RunConfig, *, resume: bool) -> None:
     trained = has_trained_fold(out)
     if saved_path.is_file() and resume:
         wanted = _flatten(config.to_dict())
-        saved = _flatten(config_from_dict(read_yaml(saved_path)).to_dict())
+        saved = _flatten(config_from_dict(saved_config(out)).to_dict())
         differences = [key for key, value in wanted.items() if value != saved.get(key)]
         if differences:
             raise SertuneError(
@@ -163,10 +164,11 @@ def saved_config(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SertuneError(f"{path} not found: {out} is not a run directory to resume")
     settings = read_yaml(path)
-    head = settings.get("head")
-    if isinstance(head, dict):
-        # Runs started before the head could normalise have the study's head, not today's default.
-        head.setdefault("normalization", "none")
+    if isinstance(settings.get("head"), dict):
+        try:
+            upgrade_saved_head(settings["head"])
+        except ValueError as error:
+            raise SertuneError(f"{path}: {error}") from None
     return settings
 
 
@@ -246,14 +248,21 @@ def train_run(
             failures[fold.name] = str(error)
             log.error("%s", error)
         if accelerator.is_main_process and fold.name in results:
-            uar = results[fold.name]["test"]["uar"]
-            print(f"fold {fold.name}: test UAR {uar:.1f}% at epoch {results[fold.name]['best_epoch']}", flush=True)
+            print(fold_line(fold.name, results[fold.name]), flush=True)
     summary = build_summary(out, config, corpus, results, failures)
     if accelerator.is_main_process:
         write_json_atomic(out / SUMMARY, summary)
     if failures:
         raise SertuneError(f"{len(failures)} fold(s) failed: " + " | ".join(failures.values()))
     return summary
+
+
+def fold_line(name: str, metrics: dict[str, Any]) -> str:
+    """What is printed when a fold finishes: its test UAR, and as `predict` sees a clip if that differs."""
+    line = f"fold {name}: test UAR {metrics['test']['uar']:.1f}% at epoch {metrics['best_epoch']}"
+    if "test_unknown_speaker" in metrics:
+        line += f" ({metrics['test_unknown_speaker']['uar']:.1f}% with each clip's speaker unknown)"
+    return line
 
 
 def build_summary(

@@ -97,6 +97,7 @@ class FoldTrainer:
         self.on_epoch_end = on_epoch_end
         self.labels = corpus.labels
 
+        torch.manual_seed(self.train_config.seed)  # weights a checkpoint lacks are drawn alike in every fold
         backbone = load_backbone(config.backbone, device=accelerator.device)
         self.sample_rate = backbone.sample_rate
         self.uses_cache = config.tuning.method == "frozen" and self.train_config.feature_cache
@@ -109,9 +110,11 @@ class FoldTrainer:
         normalization = config.head.normalization
         cache = None
         if self.uses_cache or normalization != "none":
-            # Filled before any tuning method is attached: the pretrained encoder's features.
+            # Filled before any tuning method is attached: the pretrained encoder's features; a run that
+            # tunes the encoder keeps only their moments, for the statistics.
             cache = self._open_cache(backbone)
-            self._fill_cache(cache, backbone, [u for clips in parts.values() for u in clips])
+            clips = [u for part in parts.values() for u in part]
+            self._fill_cache(cache, backbone, clips, "frames" if self.uses_cache else "moments")
         # Seeded here, after any encoding: the same initial weights in every fold, cache filled or not.
         torch.manual_seed(self.train_config.seed)
         self.classifier = EmotionClassifier(backbone, self.labels, config.tuning, config.head)
@@ -173,32 +176,40 @@ class FoldTrainer:
             for name, clips in parts.items()
         }
 
-    def _fill_cache(self, cache: FeatureCache, backbone: torch.nn.Module, utterances: list[Utterance]) -> None:
+    def _fill_cache(
+        self, cache: FeatureCache, backbone: torch.nn.Module, utterances: list[Utterance], store: str
+    ) -> None:
         accelerator = self.accelerator
         began = time.perf_counter()
-        missing = cache.missing(utterances)
+        # Every process must see the same missing clips, or the shards would differ and leave some out.
+        accelerator.wait_for_everyone()
+        missing = cache.missing(utterances, store)
         if missing:
-            with progress_bar(len(missing), f"{self.fold.name} caching features", "clip",
+            what = "features" if store == "frames" else "feature statistics"
+            with progress_bar(len(missing), f"{self.fold.name} caching {what}", "clip",
                               disable=not accelerator.is_main_process) as bar:
                 backbone.eval()
                 cache.fill(
                     backbone, missing, self.labels, batch_size=self.train_config.eval_batch_size,
                     num_replicas=accelerator.num_processes, rank=accelerator.process_index,
-                    progress=lambda n: bar.update(n * accelerator.num_processes),
+                    progress=lambda n: bar.update(n * accelerator.num_processes), store=store,
                 )
         accelerator.wait_for_everyone()
         self.cache_fill = {"clips": len(missing), "seconds": time.perf_counter() - began}
 
     def _forward(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], split: str,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, *, unknown_speakers: bool = False,
     ) -> torch.Tensor:
+        """Logits of a batch of `split`; with `unknown_speakers` every clip gets the training statistics."""
         inputs = batch["input"].to(self.accelerator.device, non_blocking=True)
         lengths = batch["length"].to(self.accelerator.device)
         statistics = None
-        if self.normalizer is not None:
+        if self.normalizer is not None and not unknown_speakers:
             unknown_rate = self.train_config.unknown_speaker_rate if split == "train" else 0.0
-            statistics = self.normalizer.batch(split, batch["index"], unknown_rate=unknown_rate, generator=generator)
+            statistics = self.normalizer.batch(
+                split, batch["index"], self.accelerator.device, unknown_rate=unknown_rate, generator=generator
+            )
         if self.uses_cache:
             return model(inputs.unbind(1), lengths, statistics)
         return model(inputs, lengths, statistics)
@@ -276,12 +287,13 @@ class FoldTrainer:
         return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
     # -- evaluation --------------------------------------------------------------------------
-    def _predict(self, name: str) -> Predictions:
+    def _predict(self, name: str, *, unknown_speakers: bool = False) -> Predictions:
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
         split = self.splits[name]
         return predict_dataset(
-            self.accelerator, lambda batch: self._forward(model, batch, name), split.dataset, split.collate,
+            self.accelerator, lambda batch: self._forward(model, batch, name, unknown_speakers=unknown_speakers),
+            split.dataset, split.collate,
             batch_size=self.train_config.eval_batch_size, max_seconds=self.train_config.eval_max_seconds,
             workers=self.loader_workers,
         )
@@ -382,10 +394,16 @@ class FoldTrainer:
         skipped = sorted(
             set(range(len(self.splits["test"].utterances))) - set(test.indices.tolist())
         )
+        unknown = {}
+        if self.normalizer is not None and self.normalizer.per_speaker:
+            # What `predict` and `serve` give a clip of a speaker they know nothing about.
+            alone = self._predict("test", unknown_speakers=True)
+            unknown["test_unknown_speaker"] = score(alone, self.splits["test"].utterances, self.labels)
         result = self._metrics(
             complete=True,
             dev=self.best["dev"],
             test=score(test, self.splits["test"].utterances, self.labels),
+            **unknown,
             counts={
                 **{name: len(split.utterances) for name, split in self.splits.items()},
                 "test_skipped": [self.splits["test"].utterances[i].id for i in skipped],

@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['corpus']} {summary['backbone']} {summary['method']}: test UAR "
         f"{mean_std(uar)}% over {uar['n']} fold(s); run saved in {args.out}"
     )
+    if "test_unknown_speaker" in summary:
+        print(f"  with each test clip's speaker unknown (as `predict` and `serve` see a clip): "
+              f"{mean_std(summary['test_unknown_speaker']['uar'])}%")
     from sertune.references import compare_with_references, find_references
 
     lines, _ = compare_with_references(summary, find_references(args.out, summary))

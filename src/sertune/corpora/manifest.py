@@ -42,11 +42,6 @@ class Utterance:
     gender: str
     extras: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def speaker_group(self) -> str:
-        """Whose clips are normalised together: the speaker's, or this clip alone when the speaker is unknown."""
-        return self.speaker or f"clip:{self.id}"
-
 
 @dataclass
 class Fold:
