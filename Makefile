@@ -27,9 +27,9 @@ lint: install
 test: install system-deps lint
 	$(PY) -m pytest tests
 
-# The demo: a synthetic corpus; on the same fold, the MFCC baseline, the study's head on the frozen
-# Whisper tiny.en encoder (layer outputs cached), the linear probe on the same cached features, and
-# LoRA; the report; predictions for clips of fold1's test speakers (spk05, spk10). DEMO_PRECISION=auto
+# The demo: a synthetic corpus; on the same fold, the MFCC baseline, the default (speaker-normalised)
+# head on the frozen Whisper tiny.en encoder (layer outputs cached), the linear probe on the same
+# cached features (globally and per speaker standardised), and LoRA; the report; predictions for clips of fold1's test speakers (spk05, spk10). DEMO_PRECISION=auto
 # is fp32 unless the CPU has native bf16 (AMX / AVX-512-BF16). `make demo` deletes $(DEMO)/ first.
 DEMO_FOLDS ?= fold1
 DEMO_EPOCHS ?= 5
@@ -46,15 +46,19 @@ demo: install system-deps
 	$(SERTUNE) baseline $(DEMO)/corpus --folds $(DEMO_FOLDS) --out $(DEMO)/runs/mfcc-baseline
 	$(DEMO_TRAIN) --method frozen --epochs $(DEMO_FROZEN_EPOCHS) --out $(DEMO_RUN)-frozen
 	$(SERTUNE) baseline $(DEMO)/corpus --folds $(DEMO_FOLDS) --features $(DEMO_BACKBONE) --out $(DEMO)/runs/linear-probe
+	$(SERTUNE) baseline $(DEMO)/corpus --folds $(DEMO_FOLDS) --features $(DEMO_BACKBONE) --normalization speaker \
+		--out $(DEMO)/runs/linear-probe-speaker
 	$(DEMO_TRAIN) --method lora --epochs $(DEMO_EPOCHS) --out $(DEMO_RUN)-lora
-	$(SERTUNE) report $(DEMO)/runs/mfcc-baseline $(DEMO)/runs/linear-probe $(DEMO_RUN)-frozen $(DEMO_RUN)-lora \
-		--out $(DEMO)/report
+	$(SERTUNE) report $(DEMO)/runs/mfcc-baseline $(DEMO)/runs/linear-probe $(DEMO)/runs/linear-probe-speaker \
+		$(DEMO_RUN)-frozen $(DEMO_RUN)-lora --out $(DEMO)/report
 	@echo
 	@echo "What the figures mean ($(DEMO_FOLDS): 6 training, 2 dev and 2 unseen test speakers, 200 test clips):"
 	@echo "  UAR: unweighted average recall, the mean of the 4 classes' recalls in %; chance is 25."
 	@echo "  mfcc-statistics: no neural network; 80 MFCC statistics per clip, normalised per speaker, logistic regression."
-	@echo "  linear-probe: the frozen encoder's layer outputs averaged over each clip, logistic regression."
-	@echo "  frozen: the study's head (weighted layer sum, 1x1 convolutions, pooling, 2 linear layers), encoder frozen."
+	@echo "  linear-probe: the frozen encoder's layer outputs averaged over each clip, logistic regression;"
+	@echo "    the second one first standardises each speaker's features over that speaker's own clips."
+	@echo "  frozen: layer outputs standardised per speaker, then the study's head (weighted layer sum,"
+	@echo "    1x1 convolutions, pooling, 2 linear layers); the encoder frozen."
 	@echo "  lora: the same head plus rank-16 LoRA in every feed-forward block of the encoder."
 	@echo "  One clip is 0.5 points of UAR on this fold: differences of a few points are noise. See README, Quick start."
 	@echo
