@@ -62,7 +62,7 @@ demo: install system-deps
 	@echo "  lora: the same head plus rank-16 LoRA in every feed-forward block of the encoder."
 	@echo "  One clip is 0.5 points of UAR on this fold: differences of a few points are noise. See README, Quick start."
 	@echo
-	$(SERTUNE) predict $(DEMO_RUN)-lora $(DEMO)/corpus/audio/spk05-*-003.flac
+	$(SERTUNE) predict $(DEMO_RUN)-frozen $(DEMO)/corpus/audio/spk05-*-003.flac
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
