@@ -32,8 +32,6 @@ from sertune.sampler import ShardedEvalBatchSampler
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-# What an entry holds: the clip's frames, or only their moments.
-STORES = ("frames", "moments")
 
 
 def file_digest(path: Path) -> str:

@@ -15,7 +15,7 @@ of a fixed per-speaker affine map rather than on statistics that move with their
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,11 +37,10 @@ class FeatureStatistics:
     frames: int
 
 
-def pooled_statistics(cache: FeatureCache, utterances: Sequence[Utterance]) -> FeatureStatistics | None:
-    """The statistics over all frames of those `utterances` that have cached moments (None if none has)."""
+def _pool(clips: Iterable[dict[str, np.ndarray] | None]) -> FeatureStatistics | None:
+    """The statistics over all frames of clips given by their moments (None for a clip without any)."""
     total, squares, frames = None, None, 0
-    for utterance in utterances:
-        clip = read_moments(cache, utterance)
+    for clip in clips:
         if clip is None:  # its audio could not be read; the datasets report it
             continue
         total = clip["total"] if total is None else total + clip["total"]
@@ -54,14 +53,25 @@ def pooled_statistics(cache: FeatureCache, utterances: Sequence[Utterance]) -> F
     return FeatureStatistics(mean.astype(np.float32), np.sqrt(variance + VARIANCE_FLOOR).astype(np.float32), frames)
 
 
-def speaker_statistics(cache: FeatureCache, utterances: Sequence[Utterance]) -> dict[str, FeatureStatistics]:
-    """Each known speaker's statistics, from that speaker's own clips among `utterances`."""
-    by_speaker: dict[str, list[Utterance]] = {}
+def _by_speaker(
+    utterances: Sequence[Utterance], moments_of: Callable[[Utterance], dict[str, np.ndarray] | None]
+) -> dict[str, FeatureStatistics]:
+    groups: dict[str, list[Utterance]] = {}
     for utterance in utterances:
         if utterance.speaker:
-            by_speaker.setdefault(utterance.speaker, []).append(utterance)
-    found = {speaker: pooled_statistics(cache, clips) for speaker, clips in by_speaker.items()}
+            groups.setdefault(utterance.speaker, []).append(utterance)
+    found = {speaker: _pool(moments_of(u) for u in clips) for speaker, clips in groups.items()}
     return {speaker: stats for speaker, stats in found.items() if stats is not None}
+
+
+def pooled_statistics(cache: FeatureCache, utterances: Sequence[Utterance]) -> FeatureStatistics | None:
+    """The statistics over all frames of those `utterances` that have cached moments (None if none has)."""
+    return _pool(read_moments(cache, u) for u in utterances)
+
+
+def speaker_statistics(cache: FeatureCache, utterances: Sequence[Utterance]) -> dict[str, FeatureStatistics]:
+    """Each known speaker's statistics, from that speaker's own clips among `utterances`."""
+    return _by_speaker(utterances, lambda u: read_moments(cache, u))
 
 
 class SpeakerNormalizer:
@@ -73,7 +83,9 @@ class SpeakerNormalizer:
     """
 
     def __init__(self, cache: FeatureCache, parts: dict[str, list[Utterance]], normalization: str) -> None:
-        training = pooled_statistics(cache, parts["train"])
+        # Each clip's moments read once (from its frames, for a frozen run's cache: the costly part).
+        loaded = {u.id: read_moments(cache, u) for clips in parts.values() for u in clips}
+        training = _pool(loaded[u.id] for u in parts["train"])
         if training is None:
             raise ValueError("no training clip has cached features to compute statistics from")
         self.training = training
@@ -84,7 +96,7 @@ class SpeakerNormalizer:
         means, stds, self.rows = [training.mean], [training.std], {}
         for name, clips in parts.items():
             row_of = {}
-            for speaker, stats in sorted(speaker_statistics(cache, clips).items()):
+            for speaker, stats in sorted(_by_speaker(clips, lambda u: loaded[u.id]).items()):
                 row_of[speaker] = len(means)
                 means.append(stats.mean)
                 stds.append(stats.std)

@@ -227,7 +227,6 @@ def train_run(
     check_model(config, corpus.labels)
     if accelerator.is_main_process:
         warn_if_few_steps(config, [fold for _, fold in folds], accelerator.num_processes)
-    if accelerator.is_main_process:
         write_run_config(out, config)
     accelerator.wait_for_everyone()
 
