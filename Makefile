@@ -18,8 +18,15 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # espeak-ng synthesises the test and demo corpora; sox is only for people who want to listen/convert.
+# slurm-wlm and munge: tests/slurm_cluster.py starts a real single-node SLURM cluster for the sweep's SLURM executor
+# (recommends are not needed: every plugin it loads is in slurm-wlm-basic-plugins). One apt-get update at most;
+# /usr/sbin is searched too because the daemons live there, outside a normal user's PATH.
 system-deps:
-	@command -v espeak-ng >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y espeak-ng)
+	@missing=$$(for dep in espeak-ng:espeak-ng munged:munge slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-wlm; do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${dep%%:*} >/dev/null || echo $${dep#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

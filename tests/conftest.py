@@ -64,6 +64,13 @@ TINY_CONFIGS = {
 }
 
 
+def without_times(metrics: dict) -> dict:
+    """The results of a fold (metrics.json), without timings and without what its feature caching found
+    already done: what two runs of the same settings must agree on."""
+    rows = [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in metrics["epochs"]]
+    return {**{key: value for key, value in metrics.items() if key != "cache_fill"}, "epochs": rows}
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -76,11 +83,11 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["SERTUNE_CACHE"] = str(tmp_path_factory.mktemp("sertune-cache"))
 
 
-def save_tiny_encoder(kind: str, directory: Path) -> Path:
+def save_tiny_encoder(kind: str, directory: Path, seed: int = 0) -> Path:
     """Save a tiny random encoder of `kind` (a TINY_CONFIGS key) as a local pretrained directory."""
     from transformers import AutoModel, WhisperForAudioClassification
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = TINY_CONFIGS[kind]()
     model = WhisperForAudioClassification(config) if kind == "whisper" else AutoModel.from_config(config)
     model.save_pretrained(directory)

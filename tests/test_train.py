@@ -28,6 +28,8 @@ from sertune.head_config import HeadConfig
 from sertune.train import train_run
 from sertune.tuning import TuningConfig
 
+from conftest import without_times
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,12 +47,6 @@ def small_config(corpus: Path, backbone: Path, normalization: str = "global", **
 
 def fold_metrics(run: Path, fold: str = "fold1") -> dict:
     return json.loads((run / "folds" / fold / "metrics.json").read_text())
-
-
-def without_times(metrics: dict) -> dict:
-    """The results of a fold, without timings and without what its feature caching found already done."""
-    rows = [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in metrics["epochs"]]
-    return {**{key: value for key, value in metrics.items() if key != "cache_fill"}, "epochs": rows}
 
 
 @pytest.fixture(scope="module")

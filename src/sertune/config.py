@@ -169,6 +169,14 @@ class RunConfig:
         checked("tuning", vars(self.tuning))
         checked("head", vars(self.head))
 
+    @property
+    def cache_store(self) -> str | None:
+        """What the run keeps in the feature cache: the frozen encoder's layer outputs (`frames`), only
+        their moments for the head's normalisation statistics (`moments`), or nothing (None)."""
+        if self.tuning.method == "frozen" and self.train.feature_cache:
+            return "frames"
+        return "moments" if self.head.normalization != "none" else None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML (tuples become lists)."""
         return {

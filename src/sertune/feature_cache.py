@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from sertune.backbones import Backbone
+from sertune.config import RunConfig
 from sertune.corpora import Utterance
 from sertune.data import ClipDataset, WaveformDataset, collate_waveforms, make_loader
-from sertune.fileio import atomic_path, write_json_atomic
+from sertune.fileio import atomic_path, cache_dir, write_json_atomic
 from sertune.sampler import ShardedEvalBatchSampler
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,15 @@ class FeatureCache:
             if progress is not None:
                 progress(len(batch["index"]))
         return stored
+
+
+def open_cache(config: RunConfig, backbone: Backbone) -> FeatureCache:
+    """The cache a run with `config` reads and fills: `train.cache_dir` (default ~/.cache/sertune/features),
+    keyed by the encoder and the evaluation length."""
+    tc = config.train
+    root = Path(tc.cache_dir) if tc.cache_dir else cache_dir("features")
+    return FeatureCache(root, backbone, sample_rate=backbone.sample_rate,
+                        max_samples=round(tc.eval_max_seconds * backbone.sample_rate))
 
 
 class FeatureDataset(ClipDataset):

@@ -34,9 +34,9 @@ from sertune.corpora import Corpus, Fold, Utterance
 from sertune.data import WaveformDataset, collate_features, collate_waveforms, make_loader
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, predict_dataset, score
-from sertune.feature_cache import FeatureCache, FeatureDataset
+from sertune.feature_cache import FeatureCache, FeatureDataset, open_cache
 from sertune.feature_statistics import SpeakerNormalizer
-from sertune.fileio import atomic_path, cache_dir, write_json_atomic, write_text_atomic
+from sertune.fileio import atomic_path, write_json_atomic, write_text_atomic
 from sertune.model import EmotionClassifier
 from sertune.progress import progress_bar
 from sertune.sampler import LengthBucketBatchSampler
@@ -100,7 +100,8 @@ class FoldTrainer:
         torch.manual_seed(self.train_config.seed)  # weights a checkpoint lacks are drawn alike in every fold
         backbone = load_backbone(config.backbone, device=accelerator.device)
         self.sample_rate = backbone.sample_rate
-        self.uses_cache = config.tuning.method == "frozen" and self.train_config.feature_cache
+        store = config.cache_store
+        self.uses_cache = store == "frames"
         # Cached features are memory-mapped arrays with nothing to decode: worker processes only cost
         # their start-up and compete for the cores (30 cached epochs: 142 s in-process vs 190 s with 2).
         self.loader_workers = 0 if self.uses_cache else self.train_config.workers
@@ -109,12 +110,12 @@ class FoldTrainer:
         parts = {name: [corpus.by_id[i] for i in ids] for name, ids in fold.parts().items()}
         normalization = config.head.normalization
         cache = None
-        if self.uses_cache or normalization != "none":
+        if store is not None:
             # Filled before any tuning method is attached: the pretrained encoder's features; a run that
             # tunes the encoder keeps only their moments, for the statistics.
-            cache = self._open_cache(backbone)
+            cache = open_cache(config, backbone)
             clips = [u for part in parts.values() for u in part]
-            self._fill_cache(cache, backbone, clips, "frames" if self.uses_cache else "moments")
+            self._fill_cache(cache, backbone, clips, store)
         # Seeded here, after any encoding: the same initial weights in every fold, cache filled or not.
         torch.manual_seed(self.train_config.seed)
         self.classifier = EmotionClassifier(backbone, self.labels, config.tuning, config.head)
@@ -145,12 +146,6 @@ class FoldTrainer:
         self.best: dict[str, Any] = {"epoch": 0, "uar": -1.0, "dev": None}
 
     # -- data --------------------------------------------------------------------------------
-    def _open_cache(self, backbone: torch.nn.Module) -> FeatureCache:
-        tc = self.train_config
-        root = Path(tc.cache_dir) if tc.cache_dir else cache_dir("features")
-        return FeatureCache(root, backbone, sample_rate=self.sample_rate,
-                            max_samples=round(tc.eval_max_seconds * self.sample_rate))
-
     def _build_splits(self, parts: dict[str, list[Utterance]], cache: FeatureCache | None) -> dict[str, Split]:
         tc, backbone = self.train_config, self.classifier.backbone
         eval_samples = round(tc.eval_max_seconds * self.sample_rate)

@@ -14,6 +14,7 @@ SUMMARIES = {
     "prepare": "read a corpus into manifest.csv + folds.json",
     "report": "tables (UAR, fairness, parameters) and plots of trained runs",
     "serve": "serve trained runs over HTTP (FastAPI)",
+    "sweep": "run a grid of training runs (the study's experiments), locally or on SLURM, resumably",
     "synth": "generate a synthetic emotional-speech corpus with espeak-ng",
     "train": "train and evaluate a method with cross-validation",
 }
