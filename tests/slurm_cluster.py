@@ -75,7 +75,8 @@ SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.run_dir}/munge.sock
+# A requeued job waits cred_expire s (default 120) and the next scheduling pass (default 60 s): short here.
+AuthInfo=socket={self.run_dir}/munge.sock,cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={r}/spool
@@ -89,6 +90,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+SchedulerParameters=sched_interval=2,bf_interval=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none

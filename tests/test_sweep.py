@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -45,6 +46,11 @@ def sweep_command(spec: Path, out: Path, *options: str) -> list[str]:
 def run_sweep(spec: Path, out: Path, cache: Path, *options: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SERTUNE_CACHE": str(cache)}
     return subprocess.run(sweep_command(spec, out, *options), capture_output=True, text=True, env=env, timeout=900)
+
+
+def slurm_options(cluster: SlurmCluster, cpus: int = 1) -> list[str]:
+    return ["--executor", "slurm", "--partition", cluster.partition, "--gpus-per-cell", "0", "--cpus-per-cell",
+            str(cpus), "--mem-gb", "2", "--time-limit", "10"]
 
 
 def all_metrics(out: Path) -> dict[str, dict]:
@@ -160,6 +166,24 @@ def test_sweep_runs_every_cell_as_a_run_directory(finished_sweep) -> None:
 
 
 @pytest.mark.slow
+def test_the_sweep_report_shows_the_cells_summaries(cli, tmp_path: Path, finished_sweep) -> None:
+    _, out, _ = finished_sweep
+    status, printed, _ = cli(["report", str(out), "--out", str(tmp_path / "report"), "--resamples", "50"])
+    assert status == 0, printed
+    with open(tmp_path / "report/synthetic-uar.csv", newline="") as handle:
+        rows = {row["backbone"]: row for row in csv.DictReader(handle)}
+    for cell in json.loads((out / "sweep.json").read_text())["cells"]:
+        uar = json.loads((out / cell["run"] / "summary.json").read_text())["test"]["uar"]
+        row = rows[cell["config"]["backbone"]]
+        assert float(row[f"{cell['label']} mean"]) == pytest.approx(uar["mean"], abs=1e-6)
+        assert float(row[f"{cell['label']} std"]) == pytest.approx(uar["std"], abs=1e-6)
+        assert int(row[f"{cell['label']} n"]) == uar["n"] == 2
+    for name in ("report.md", "synthetic-macro_f1.csv", "synthetic-paired.csv", "synthetic-parameters.csv",
+                 "uar_vs_params.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_frozen_cells_of_a_backbone_share_one_cache_filled_once(finished_sweep, small_corpus: Path) -> None:
     _, out, cache = finished_sweep
     clips = sum(1 for _ in (small_corpus / "audio").iterdir())
@@ -246,8 +270,7 @@ def test_slurm_executor_on_a_real_cluster_equals_the_local_executor(
     spec = write_spec(tmp_path / "grid.yaml", small_corpus, {"backbone": [str(b) for b in backbones],
                                                              "method": ["frozen"]})
     out = tmp_path / "sweep"
-    result = run_sweep(spec, out, tmp_path / "cache", "--executor", "slurm", "--partition", slurm_cluster.partition,
-                       "--gpus-per-cell", "0", "--cpus-per-cell", "1", "--mem-gb", "2", "--time-limit", "10")
+    result = run_sweep(spec, out, tmp_path / "cache", *slurm_options(slurm_cluster))
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = all_metrics(out)
     assert len(metrics) == 4  # 2 cells x 2 folds, the same cells (ids) as the local sweep's frozen ones
@@ -273,3 +296,34 @@ def test_the_study_preset_is_the_five_backbones_by_five_methods_on_the_study_rec
     assert not (tmp_path / "s/runs").exists()
     status, _, err = cli(["sweep", "--preset", "peft-ser", "--out", str(tmp_path / "t")])
     assert status == 2 and "needs the prepared corpus directories" in err
+
+
+@pytest.mark.slow
+def test_a_preempted_slurm_cell_is_requeued_and_resumes_to_the_same_metrics(
+    tmp_path: Path, slurm_cluster: SlurmCluster, small_corpus: Path, backbones: list[Path]
+) -> None:
+    base = {**BASE, "train": {**TRAIN, "epochs": 6}}
+    spec = write_spec(tmp_path / "grid.yaml", small_corpus, {"backbone": [str(backbones[0])], "method": ["lora"]},
+                      base=base)
+    out = tmp_path / "sweep"
+    # 2 CPUs: the threads the local executor's one job gets, so that both sum in the same order
+    sweep = subprocess.Popen([*sweep_command(spec, out), *slurm_options(slurm_cluster, cpus=2)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "SERTUNE_CACHE": str(tmp_path / "cache")})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(out.glob("runs/*/folds/fold1/metrics.json")):
+        time.sleep(0.1)
+    cell = json.loads((out / "sweep.json").read_text())["cells"][0]["id"]
+    job = json.loads((out / "state" / f"{cell}.json").read_text())["slurm_job"]
+    # What SLURM does to a pre-empted job: a signal to its step; submitit then requeues the job.
+    slurm_cluster.query("scancel", "--signal=USR2", job)
+    printed, _ = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, printed
+    record = json.loads((out / "state" / f"{cell}.json").read_text())
+    assert record["state"] == "done" and record["attempt"] == 2, record
+    second = (out / "logs" / f"{cell}.log").read_text().split("=== attempt 2")[1]
+    assert second.splitlines()[0].endswith("--resume")
+    # The same metrics as the cell trained without interruption by the local executor.
+    result = run_sweep(spec, tmp_path / "local", tmp_path / "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all_metrics(out) == all_metrics(tmp_path / "local") and len(all_metrics(out)) == 2

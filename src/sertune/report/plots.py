@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path
@@ -15,7 +16,8 @@ from sertune.report.results import INCOMPLETE, RunResult
 from sertune.report.tables import row_labels, unique
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write `figure` to `path` as PNG, atomically; returns `path`."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
     return path
@@ -41,7 +43,18 @@ def plot_confusion(run: RunResult, path: str | Path) -> Path:
             color="white" if value > 50 else "black",
         )
     axes.set_title(f"{run.name}: test, {len(run.folds)} fold(s) summed", fontsize=10)
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
+
+
+def log_count_axis(axes: Axes, counts: Sequence[float]) -> None:
+    """A log x axis for parameter counts, ticks read as 208k or 1.5M (not 2.074×10^5)."""
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(EngFormatter(places=1 if max(counts) < 10 * min(counts) else 0, sep=""))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    if max(counts) < 10 * min(counts):
+        # Within one decade a log axis has no major tick: place a few, at round values.
+        ticks = np.unique([float(f"{tick:.3g}") for tick in np.geomspace(min(counts), max(counts), 4)])
+        axes.set_xticks(ticks)
 
 
 CURVES = (("train_loss", "train loss"), ("dev_loss", "dev loss"), ("dev_uar", "dev UAR (%)"))
@@ -71,7 +84,7 @@ def plot_learning_curves(run: RunResult, path: str | Path) -> Path:
     panels[-1].plot([], [], "*", color="gray", markersize=12, label="selected epoch")
     panels[-1].legend(fontsize=8)
     figure.suptitle(f"{run.name}: {run.corpus}, {run.backbone}, {run.method}")
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
 def plot_uar_vs_parameters(runs: Sequence[RunResult], path: str | Path) -> Path | None:
@@ -97,10 +110,10 @@ def plot_uar_vs_parameters(runs: Sequence[RunResult], path: str | Path) -> Path 
         for xi, yi, (run, label) in zip(x, y, members, strict=True):
             mark = INCOMPLETE if run.partial else ""
             axes.annotate(f"{label}{mark}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    axes.set_xscale("log")
+    log_count_axis(axes, [run.parameters["trained"] for run, _ in points])
     axes.margins(x=0.25)  # room for the labels of the outermost points
     axes.set_xlabel("trained parameters (tuning + head)")
     axes.set_ylabel("test UAR (%)")
     axes.grid(alpha=0.3, which="both")
     axes.legend(title="corpus", fontsize=8)
-    return _save(figure, Path(path))
+    return save_figure(figure, Path(path))

@@ -115,7 +115,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _corpus_name(corpus_dir: str | None) -> str:
+def corpus_name(corpus_dir: str | None) -> str:
     """The corpus name that summary.json would give: from the prepared corpus, else its directory name."""
     if not corpus_dir:
         return "unknown"
@@ -209,7 +209,7 @@ def _unfinished_run(run_dir: Path) -> RunResult:
     weights = first_fold / CHECKPOINT_WEIGHTS
     return RunResult(
         path=run_dir,
-        corpus=_corpus_name(config.get("corpus")),
+        corpus=corpus_name(config.get("corpus")),
         backbone=str(config.get("backbone") or metadata.get("backbone", {}).get("name", "unknown")),
         method=str((config.get("tuning") or metadata.get("tuning") or {}).get("method", "unknown")),
         # per_class_recall is keyed by the labels, in their order

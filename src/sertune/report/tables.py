@@ -15,12 +15,13 @@ from sertune.report.results import GROUP_UAR, INCOMPLETE, SUMMARY, RunResult
 
 @dataclass(frozen=True)
 class Stat:
-    """A mean ± std over folds; `mark` is a footnote sign shown after it in markdown."""
+    """A mean ± std over folds; `mark` is a footnote sign shown after it in markdown, `bold` highlights it there."""
 
     mean: float | None
     std: float | None
     n: int
     mark: str = ""
+    bold: bool = False
 
 
 Cell = str | int | float | Stat | None
@@ -38,7 +39,8 @@ def _markdown_cell(cell: Cell) -> str:
         if cell.mean is None:
             return "–"
         spread = "" if cell.std is None else f" ± {cell.std:.2f}"
-        return f"{cell.mean:.2f}{spread}{cell.mark}"
+        text = f"{cell.mean:.2f}{spread}{cell.mark}"
+        return f"**{text}**" if cell.bold else text
     if cell is None:
         return "–"
     if isinstance(cell, int):
@@ -91,7 +93,8 @@ class Table:
         return buffer.getvalue()
 
 
-def _stat(run: RunResult, key: str) -> Stat | None:
+def stat(run: RunResult, key: str) -> Stat | None:
+    """The run's test summary entry `key` as a `Stat` (marked when folds are missing), None without one."""
     entry = run.test_summary.get(key)
     if entry is None:
         return None
@@ -99,6 +102,7 @@ def _stat(run: RunResult, key: str) -> Stat | None:
 
 
 def unique(values: Iterable[str]) -> list[str]:
+    """The distinct values in their first order."""
     return list(dict.fromkeys(values))
 
 
@@ -139,7 +143,8 @@ def run_status(run: RunResult) -> str:
     return unfinished + (" with failed folds" if run.failed else "")
 
 
-def _incomplete_notes(runs: Sequence[RunResult]) -> list[str]:
+def incomplete_notes(runs: Sequence[RunResult]) -> list[str]:
+    """One footnote per run with missing folds: which folds are reported, pending or failed (and why)."""
     notes = []
     for run in runs:
         if not run.partial:
@@ -157,12 +162,12 @@ def uar_table(runs: Sequence[RunResult]) -> Table:
     """Test UAR mean ± std over folds: one row per method (or backbone and method), one column per corpus."""
     labels = row_labels(runs)
     corpora = unique(run.corpus for run in runs)
-    cells = {(label, run.corpus): _stat(run, "uar") for label, run in zip(labels, runs, strict=True)}
+    cells = {(label, run.corpus): stat(run, "uar") for label, run in zip(labels, runs, strict=True)}
     rows: list[list[Cell]] = [
         [label, *(cells.get((label, corpus)) for corpus in corpora)] for label in unique(labels)
     ]
     return Table(
-        "Test UAR (%) by corpus, mean ± std over folds", [_method_header(runs), *corpora], rows, _incomplete_notes(runs)
+        "Test UAR (%) by corpus, mean ± std over folds", [_method_header(runs), *corpora], rows, incomplete_notes(runs)
     )
 
 
@@ -170,40 +175,49 @@ def _groups(keys: Iterable[str]) -> list[str]:
     return sorted({key.removeprefix(GROUP_UAR) for key in keys if key.startswith(GROUP_UAR)})
 
 
+def gender_groups(runs: Sequence[RunResult]) -> list[str]:
+    """The groups (genders) that some run has a test UAR for, sorted."""
+    return _groups(key for run in runs for key in run.test_summary)
+
+
+FAIRNESS_TITLE = "Fairness by gender on test (gaps in percentage points, lower is fairer), mean ± std over folds"
+FAIRNESS_HEADER = ["statistical parity", "equality of opportunity"]
+
+
+def fairness_cells(run: RunResult, groups: Sequence[str]) -> list[Cell]:
+    """The run's fairness gaps, then its UAR per group, for the columns `FAIRNESS_HEADER` + `UAR <group>`."""
+    gaps = [stat(run, "fairness.statistical_parity"), stat(run, "fairness.equality_of_opportunity")]
+    return [*gaps, *(stat(run, GROUP_UAR + group) for group in groups)]
+
+
 def fairness_table(runs: Sequence[RunResult]) -> Table:
     """Statistical parity and equality of opportunity by gender (percentage points) and UAR per gender."""
-    groups = _groups(key for run in runs for key in run.test_summary)
+    groups = gender_groups(runs)
     rows: list[list[Cell]] = [
-        [
-            run.corpus,
-            label,
-            _stat(run, "fairness.statistical_parity"),
-            _stat(run, "fairness.equality_of_opportunity"),
-            *(_stat(run, GROUP_UAR + group) for group in groups),
-        ]
-        for label, run in zip(row_labels(runs), runs, strict=True)
+        [run.corpus, label, *fairness_cells(run, groups)] for label, run in zip(row_labels(runs), runs, strict=True)
     ]
-    header = ["corpus", _method_header(runs), "statistical parity", "equality of opportunity"]
-    return Table(
-        "Fairness by gender on test (gaps in percentage points, lower is fairer), mean ± std over folds",
-        header + [f"UAR {group}" for group in groups],
-        rows,
-        _incomplete_notes(runs),
-    )
+    header = ["corpus", _method_header(runs), *FAIRNESS_HEADER, *(f"UAR {group}" for group in groups)]
+    return Table(FAIRNESS_TITLE, header, rows, incomplete_notes(runs))
+
+
+PARAMETERS_TITLE = "Trained parameters and checkpoint size"
+PARAMETERS_HEADER = ["tuning", "head", "total", "% of encoder", "checkpoint (MB)"]
+
+
+def parameter_cells(run: RunResult) -> list[Cell]:
+    """The run's trained parameters (tuning, head, total, % of the encoder) and checkpoint MB (`PARAMETERS_HEADER`)."""
+    counts = run.parameters or {}
+    share = 100.0 * counts["trained"] / counts["encoder"] if counts.get("encoder") else None
+    size = run.checkpoint_bytes / 1e6 if run.checkpoint_bytes is not None else None
+    return [counts.get("tuning"), counts.get("head"), counts.get("trained"), share, size]
 
 
 def parameters_table(runs: Sequence[RunResult]) -> Table:
     """Trained parameters (tuning, head, total, share of the encoder) and checkpoint size per run."""
-    rows: list[list[Cell]] = []
-    for label, run in zip(row_labels(runs), runs, strict=True):
-        counts = run.parameters or {}
-        share = 100.0 * counts["trained"] / counts["encoder"] if counts.get("encoder") else None
-        size = run.checkpoint_bytes / 1e6 if run.checkpoint_bytes is not None else None
-        rows.append(
-            [run.corpus, label, counts.get("tuning"), counts.get("head"), counts.get("trained"), share, size]
-        )
-    header = ["corpus", _method_header(runs), "tuning", "head", "total", "% of encoder", "checkpoint (MB)"]
-    return Table("Trained parameters and checkpoint size", header, rows)
+    rows: list[list[Cell]] = [
+        [run.corpus, label, *parameter_cells(run)] for label, run in zip(row_labels(runs), runs, strict=True)
+    ]
+    return Table(PARAMETERS_TITLE, ["corpus", _method_header(runs), *PARAMETERS_HEADER], rows)
 
 
 def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
@@ -239,4 +253,4 @@ def folds_table(run: RunResult) -> Table:
     header += ["equality of opportunity", *(f"UAR {group}" for group in groups)]
     selection = "at the best dev UAR epoch" if run.has_epochs else "of the model selected by dev UAR; no epochs"
     title = f"{run.name}: {run.corpus}, {run.backbone}, {run.method} (test scores {selection})"
-    return Table(title, header, rows, _incomplete_notes([run]))
+    return Table(title, header, rows, incomplete_notes([run]))

@@ -19,16 +19,10 @@ from typing import Any
 
 from sertune.config import SECTIONS, TOP_LEVEL, RunConfig, field_names, merge_settings, resolve_config
 from sertune.errors import SertuneError
+from sertune.tuning.config import parse_method, setting_acts_on
 
 SPEC_KEYS = ("base", "grid", "exclude", "preset", "slurm")
 ALIASES = {"method": "tuning.method", "rank": "tuning.lora_rank", "alpha": "tuning.lora_alpha"}
-# Which method part a tuning setting belongs to; settings not listed here apply to every method.
-PART_OF_SETTING = {
-    "lora_rank": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",), "lora_targets": ("lora",),
-    "adapter_dim": ("adapter", "parallel-adapter"), "adapter_scale": ("adapter", "parallel-adapter"),
-    "adapter_dropout": ("adapter", "parallel-adapter"), "prompt_length": ("prompt",),
-    "layers": ("lora", "adapter", "parallel-adapter", "prompt"), "train_feature_encoder": ("full",),
-}
 # The parameter each method part shows in a cell's label: lora-r16, adapter-d128, prompt-p5.
 LABEL_PARAMETERS = {"lora": ("r", "lora_rank"), "adapter": ("d", "adapter_dim"),
                     "parallel-adapter": ("d", "adapter_dim"), "prompt": ("p", "prompt_length")}
@@ -109,7 +103,7 @@ def _nested(assignment: dict[str, Any]) -> dict[str, Any]:
 
 def _applies(key: str, method_parts: tuple[str, ...]) -> bool:
     section, _, name = key.partition(".")
-    return section != "tuning" or name not in PART_OF_SETTING or bool(set(PART_OF_SETTING[name]) & set(method_parts))
+    return section != "tuning" or setting_acts_on(name, method_parts)
 
 
 def _matches(assignment: dict[str, Any], entry: dict[str, Any]) -> bool:
@@ -191,8 +185,6 @@ def _resolve(base: dict[str, Any], assignment: dict[str, Any], origin: str, *, p
     described = ", ".join(f"{key}={_display(value)}" for key, value in assignment.items())
     method = assignment.get("tuning.method", base.get("tuning", {}).get("method", "lora"))
     try:
-        from sertune.tuning import parse_method
-
         parts = parse_method(str(method))
         kept = {key: value for key, value in assignment.items() if _applies(key, parts)}
         settings = merge_settings(base, _nested(kept), f"{origin}: grid")

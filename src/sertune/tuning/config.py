@@ -11,6 +11,18 @@ BASELINES = ("frozen", "full")
 # "combined" is the study's name for deep prompt + LoRA + sequential adapter together.
 ALIASES = {"combined": ("prompt", "lora", "adapter")}
 LORA_TARGETS = ("ffn", "attn", "all")
+# The TuningConfig settings that act on some method parts only; the others act on every method.
+SETTING_PARTS = {
+    "lora_rank": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",), "lora_targets": ("lora",),
+    "adapter_dim": ("adapter", "parallel-adapter"), "adapter_scale": ("adapter", "parallel-adapter"),
+    "adapter_dropout": ("adapter", "parallel-adapter"), "prompt_length": ("prompt",),
+    "layers": PEFT_PARTS, "train_feature_encoder": ("full",),
+}
+
+
+def setting_acts_on(name: str, parts: tuple[str, ...]) -> bool:
+    """Whether the tuning setting `name` changes a method made of `parts` (`lora_rank` does not change an adapter)."""
+    return name not in SETTING_PARTS or any(part in SETTING_PARTS[name] for part in parts)
 
 
 @dataclass
