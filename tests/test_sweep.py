@@ -17,7 +17,7 @@ import yaml
 from sertune.sweep.executors import LocalExecutor
 from sertune.sweep.layout import SweepDir
 from sertune.sweep.spec import expand
-from sertune.sweep.tasks import train_task
+from sertune.sweep.tasks import Task, run_task, train_task
 
 from conftest import save_tiny_encoder, without_times
 from slurm_cluster import SlurmCluster, slurm_cluster_fixture  # noqa: F401  (the fixture is used by name)
@@ -145,6 +145,24 @@ def test_local_executor_gives_each_job_its_own_gpus_or_its_share_of_the_cores(tm
     assert "--resume" not in task.command()
     (tmp_path / "runs/abc/config.yaml").write_text("corpus: x\n")
     assert task.command()[-1] == "--resume"  # decided when the task starts: a requeued job resumes
+
+
+def test_a_task_records_its_error_and_an_interrupted_one_stays_pending(tmp_path: Path) -> None:
+    sweep = SweepDir(tmp_path)
+    failing = Task("a1", "x/y/lora", (sys.executable, "-c", "import sys; print('loading'); "
+                                      "print('sertune train: error: layer 9 does not exist', file=sys.stderr); "
+                                      "sys.exit(2)"))
+    assert not run_task(sweep, failing)
+    assert sweep.cell_state("a1").state == "failed"
+    record = sweep.read_record("a1")
+    assert record["error"] == "sertune train: error: layer 9 does not exist" and record["returncode"] == 2
+    assert record["log"] == "logs/a1.log" and "loading" in (tmp_path / "logs/a1.log").read_text()
+    killed = Task("b2", "x/y/frozen", (sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"))
+    assert not run_task(sweep, killed)
+    assert sweep.read_record("b2")["state"] == "interrupted" and sweep.cell_state("b2").state == "pending"
+    assert run_task(sweep, Task("a1", "x/y/lora", (sys.executable, "-c", "pass")))
+    assert sweep.read_record("a1")["attempt"] == 2  # a retry is the task's second attempt
+    assert sweep.cell_state("a1").state == "pending"  # succeeded, but only a run's summary.json makes it done
 
 
 # -- whole sweeps -----------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ class SlurmExecutor:
         jobs = self.executor(sweep).map_array(SlurmTask(str(sweep.root.resolve())), list(tasks))
         for task, job in zip(tasks, jobs, strict=True):
             # recorded at once, so that a second `sertune sweep` meanwhile does not submit the cell again
-            sweep.record(task.id, state="running", slurm_job=job.job_id, attempt=0)
+            sweep.record(task.id, state="running", slurm_job=job.job_id,
+                         attempt=sweep.read_record(task.id).get("attempt", 0))
         if not wait:
             return {}
         outcomes = {}

@@ -88,7 +88,8 @@ class SweepDir:
         return data if isinstance(data, dict) else {}
 
     def cell_state(self, task_id: str) -> TaskState:
-        """done (the run's summary has no failed fold), failed, running (a live process or SLURM job), else pending."""
+        """done (the run's summary has no failed fold), failed, running (a live process or SLURM job), else
+        pending (never started, or interrupted)."""
         record = self.read_record(task_id)
         summary = self.run_dir(task_id) / "summary.json"
         if summary.is_file():

@@ -4,6 +4,7 @@ one function every executor uses to run it: start it, record its state, keep its
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 from sertune.sweep.layout import SweepDir
 
 ERROR_PREFIX = "error: "
+# Exit statuses of a task stopped by a signal (as a subprocess, or as `sertune`'s own 130 for Ctrl-C).
+INTERRUPTED = {-signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP, 130}
 ATTEMPT = "\n=== attempt "  # starts each attempt's part of a task's log
 
 
@@ -72,6 +75,9 @@ def run_task(sweep: SweepDir, task: Task, env: Mapping[str, str] | None = None, 
     if returncode == 0:
         sweep.record(task.id, state="done", seconds=seconds, attempt=attempt, **where)
         return True
+    if returncode in INTERRUPTED:  # stopped from outside (Ctrl-C, kill): pending, resumed by the next sweep
+        sweep.record(task.id, state="interrupted", returncode=returncode, seconds=seconds, attempt=attempt, **where)
+        return False
     sweep.record(task.id, state="failed", returncode=returncode, error=failure_message(log_path, returncode),
                  log=str(log_path.relative_to(sweep.root)), seconds=seconds, attempt=attempt, **where)
     return False
