@@ -1,7 +1,9 @@
 """`sertune prepare CORPUS SOURCE --out DIR`: turn a corpus as distributed into a checked manifest.
 
 Reads a speech-emotion corpus in its distributed layout and writes manifest.csv, folds.json and
-prepare-report.json to --out. Bad items are reported and skipped.
+prepare-report.json to --out. Bad items are reported and skipped. `sertune prepare combine DIR DIR...
+--out DIR [--protocol per-corpus|peft-ser-package|leave-one-corpus-out]` writes several prepared
+corpora as one (docs/corpora.md).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from sertune.commands._help import LazyChoices
 def _corpus_names() -> list[str]:
     from sertune.corpora import CORPORA
 
-    return sorted(CORPORA)
+    return [*sorted(CORPORA), COMBINE]
+
+
+COMBINE = "combine"
+PROTOCOL_HELP = ("combine: per-corpus (fold k = every input's fold k), peft-ser-package (the study package's split), "
+                 "leave-one-corpus-out")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +30,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     # A metavar keeps argparse from listing the choices (and importing the corpora) while it builds the parser.
     parser.add_argument(
         "corpus", metavar="CORPUS", choices=LazyChoices(_corpus_names),
-        help="which corpus layout SOURCE has: %(choices)s",
+        help="which corpus layout SOURCE has: %(choices)s (combine: SOURCE is two or more prepared corpora)",
     )
     parser.add_argument(
-        "source", metavar="SOURCE", help="the corpus root directory (folder: a CSV file or a label-folder tree)"
+        "source", metavar="SOURCE", nargs="+",
+        help="the corpus root directory (folder: a CSV file or a label-folder tree)",
     )
     parser.add_argument("--out", required=True, help="directory to write the prepared corpus to")
     parser.add_argument(
@@ -42,16 +50,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoding", metavar="NAME", help="folder only: the CSV's text encoding, e.g. latin-1 (default: UTF-8)"
     )
+    parser.add_argument("--protocol", help=PROTOCOL_HELP + " (default: per-corpus)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare the corpus and print the report summary."""
+    """Prepare the corpus (or combine prepared ones) and print the report summary."""
     from sertune.corpora import CORPORA, prepare
+    from sertune.errors import SertuneError
 
+    if args.corpus == COMBINE:
+        return _combine(args)
+    if len(args.source) != 1 or args.protocol:
+        raise SertuneError(f"prepare {args.corpus} takes one SOURCE directory; --protocol is for `prepare combine`")
     corpus, report = prepare(
         CORPORA[args.corpus],
-        args.source,
+        args.source[0],
         args.out,
         labels=args.labels,
         audio_cache=args.audio_cache,
@@ -61,4 +75,17 @@ def run(args: argparse.Namespace) -> int:
     )
     print("\n".join(report.summary()))
     print(f"wrote {corpus.root}/manifest.csv, folds.json, prepare-report.json")
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from sertune.corpora.combine import combine
+    from sertune.errors import SertuneError
+
+    if args.audio_cache or args.encoding:
+        raise SertuneError("prepare combine reads prepared corpora: --audio-cache and --encoding do not apply")
+    corpus, report = combine(args.source, args.out, labels=args.labels, protocol=args.protocol or "per-corpus")
+    print("\n".join(report.summary()))
+    print(f"wrote {corpus.root}/manifest.csv, folds.json, prepare-report.json ({len(corpus.folds)} fold(s), "
+          f"protocol {corpus.protocol})")
     return 0
