@@ -78,6 +78,8 @@ def test_registry_architectures_have_the_published_sizes() -> None:
     sizes = {name: (spec.hidden_size, spec.num_layers) for name, spec in SPECS.items()}
     assert sizes["wavlm-base-plus"] == (768, 12)
     assert sizes["wavlm-large"] == (1024, 24)
+    assert sizes["mms-300m"] == (1024, 24) and SPECS["mms-300m"].config().do_stable_layer_norm
+    assert SPECS["mms-300m"].config().conv_bias and SPECS["mms-300m"].normalize_waveform
     assert sizes["whisper-tiny.en"] == (384, 4)
     assert sizes["whisper-base"] == (512, 6)
     assert sizes["whisper-large-v3"] == (1280, 32)

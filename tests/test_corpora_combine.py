@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from corpus_fixtures import build_crema_d, build_iemocap, build_msp_improv, buil
 from sertune.corpora import CORPORA, load_corpus, prepare
 from sertune.corpora.combine import combine
 from sertune.errors import SertuneError
+from sertune.metrics import classification_metrics
 
 BUILDERS = {"iemocap": build_iemocap, "msp-improv": build_msp_improv, "msp-podcast": build_msp_podcast,
             "crema-d": lambda root: build_crema_d(root, actors=91)}
@@ -197,4 +199,18 @@ def test_two_corpora_of_one_name_are_namespaced_by_directory_and_train(
                        train=TrainConfig(epochs=1, batch_size=8, eval_batch_size=8, workers=0))
     summary = train_run(config, tmp_path / "run")
     assert summary["corpus"] == f"{small_corpus.name}+voices-b"
-    assert summary["folds"]["fold1"]["test"]["n"] == len(corpus.folds[0].test)
+    test = summary["folds"]["fold1"]["test"]
+    assert test["n"] == len(corpus.folds[0].test)
+    # Per source corpus: the metrics of predictions.csv's rows of that corpus.
+    with open(tmp_path / "run/folds/fold1/predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(test["by_corpus"]) == sorted({small_corpus.name, "voices-b"})
+    for name, metrics in test["by_corpus"].items():
+        mine = [row for row in rows if corpus.by_id[row["id"]].extras["corpus"] == name]
+        index = {label: i for i, label in enumerate(corpus.labels)}
+        expected = classification_metrics([index[r["label"]] for r in mine], [index[r["predicted"]] for r in mine],
+                                          corpus.labels)
+        assert metrics["uar"] == pytest.approx(expected["uar"], abs=1e-9) and metrics["n"] == len(mine)
+        assert metrics["macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-9)
+        assert "fairness" in metrics
+    assert summary["test"][f"by_corpus.{name}.uar"]["mean"] == pytest.approx(test["by_corpus"][name]["uar"])

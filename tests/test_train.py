@@ -214,6 +214,12 @@ def test_nan_loss_stops_the_fold_with_a_clear_message(tmp_path: Path, small_corp
 def test_config_precedence_and_errors(tmp_path: Path) -> None:
     paper = resolve_config(preset="paper")
     assert paper.tuning.lora_alpha == 1.0 and paper.train.betas == (0.9, 0.98) and paper.train.epochs == 30
+    package = resolve_config(preset="peft-ser-package")
+    assert (package.tuning.method, package.tuning.lora_rank, package.tuning.lora_alpha) == ("lora", 16, 1.0)
+    assert (package.train.lr, package.train.epochs, package.train.seed) == (2.5e-4, 30, 8)
+    assert (package.train.max_seconds, package.train.eval_max_seconds) == (10.0, 10.0)
+    assert package.head.include_embedding and package.head.normalization == "none"
+    assert resolve_config(preset="peft-ser-package", flags={"tuning": {"method": "adapter"}}).tuning.method == "adapter"
     settings = tmp_path / "run.yaml"
     settings.write_text("preset: paper\ntrain:\n  epochs: 4\n  lr: 0.001\n")
     from sertune.config import read_yaml

@@ -203,6 +203,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "max_seconds": 6.0, "augment": True, "bucketing": False},
     },
 }
+# The recipe the study's package states for its released models (trained on combined corpora): the
+# paper's, with LoRA, learning rate 2.5e-4, seed 8, audio up to 10 s and the conv output in the layer sum.
+PRESETS["peft-ser-package"] = {
+    "tuning": {**PRESETS["paper"]["tuning"], "method": "lora"},
+    "head": {**PRESETS["paper"]["head"], "include_embedding": True},
+    "train": {**PRESETS["paper"]["train"], "lr": 2.5e-4, "seed": 8, "max_seconds": 10.0, "eval_max_seconds": 10.0},
+}
 
 
 def field_names(section: type) -> list[str]:

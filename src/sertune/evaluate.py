@@ -78,6 +78,17 @@ def predict_dataset(
 
 
 def score(predictions: Predictions, utterances: Sequence[Utterance], labels: Sequence[str]) -> dict[str, Any]:
-    """Classification metrics and gender fairness of a prediction set."""
-    genders = [utterances[i].gender for i in predictions.indices]
-    return score_predictions(predictions.labels, predictions.logits.argmax(axis=1), genders, labels)
+    """Classification metrics and gender fairness of a prediction set; on clips of several source corpora
+    (a combined corpus, `sertune prepare combine`) also the same metrics per corpus under `by_corpus`."""
+    genders = np.array([utterances[i].gender for i in predictions.indices])
+    predicted = predictions.logits.argmax(axis=1)
+    metrics = score_predictions(predictions.labels, predicted, list(genders), labels)
+    sources = np.array([utterances[i].extras.get("corpus", "") for i in predictions.indices])
+    names = sorted(set(sources.tolist()) - {""})
+    if len(names) > 1:
+        metrics["by_corpus"] = {
+            name: score_predictions(predictions.labels[sources == name], predicted[sources == name],
+                                    list(genders[sources == name]), labels)
+            for name in names
+        }
+    return metrics

@@ -78,6 +78,8 @@ SPECS: dict[str, BackboneSpec] = {
         BackboneSpec(
             "wav2vec2-base-960h", "facebook/wav2vec2-base-960h", "wav2vec2", normalize_waveform=True
         ),
+        # Massively multilingual wav2vec 2.0 (1,400 languages), one of the study package's released encoders.
+        BackboneSpec("mms-300m", "facebook/mms-300m", "wav2vec2", {**_LARGE_SSL, "conv_bias": True}, True),
         BackboneSpec("hubert-base", "facebook/hubert-base-ls960", "hubert"),
         BackboneSpec(
             "hubert-large", "facebook/hubert-large-ll60k", "hubert", {**_LARGE_SSL, "conv_bias": True}, True
