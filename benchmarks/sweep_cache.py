@@ -8,8 +8,13 @@ which is what happens without the sweep's shared fill. Each sweep gets fresh, em
 (the encoder's converted offline weights stay in ~/.cache/sertune, warmed before the first round);
 the two sweeps alternate over `--rounds` rounds and the ratio own / shared is taken within each round.
 
-    python benchmarks/sweep_cache.py                       # whisper-base, 4 cells, 1 epoch, 6 speakers
+    python benchmarks/sweep_cache.py                        # WavLM Base+ sized, 4 cells, 1 epoch, 6 speakers
+    python benchmarks/sweep_cache.py --backbone whisper-base  # real offline weights, a smaller encoder
     python benchmarks/sweep_cache.py --epochs 30 --rounds 1
+
+A backbone without offline weights here (the default, the study's main encoder) is a randomly
+initialised model of its architecture saved to a local directory: the time to encode does not
+depend on the weights.
 
 Encoding dominates a frozen cell when its epochs are short (cached epochs are seconds each), so the
 ratio approaches the number of cells; with more epochs per cell it falls towards 1.
@@ -53,9 +58,23 @@ def timed_sweep(spec: Path, out: Path, jobs: int) -> float:
     return time.perf_counter() - began
 
 
+def encoder_for(name: str, directory: Path) -> str:
+    """What `--backbone` the cells get: `name` if it loads here (offline weights, converted once now),
+    else a random model of its architecture saved in `directory`."""
+    from sertune.backbones import SPECS, build_backbone, load_backbone
+    from sertune.errors import SertuneError
+
+    try:
+        load_backbone(name)
+        return name
+    except SertuneError:
+        build_backbone(SPECS[name], seed=0).model.save_pretrained(directory)
+        return str(directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="whisper-base")
+    parser.add_argument("--backbone", default="wavlm-base-plus")
     parser.add_argument("--cells", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--speakers", type=int, default=6, help="voices of the synthetic corpus (100 clips each)")
@@ -68,8 +87,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "sertune", "synth", "--out", str(corpus), "--speakers",
                     str(args.speakers)], check=True, stdout=subprocess.DEVNULL)
     clips = sum(1 for _ in (corpus / "audio").iterdir())
-    load = f"from sertune.backbones import load_backbone; load_backbone({args.backbone!r})"
-    subprocess.run([sys.executable, "-c", load], check=True, stderr=subprocess.DEVNULL)  # offline weights, once
+    backbone = encoder_for(args.backbone, work / "encoder")
     print(f"{args.cells} frozen cells of {args.backbone} on {clips} clips, {args.epochs} epoch(s), "
           f"--jobs {args.jobs}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
     ratios, times = [], {"shared": [], "own": []}
@@ -78,7 +96,7 @@ def main() -> None:
         seconds = {}
         for kind in order:
             place = work / f"{kind}-{round_number}"
-            spec = write_spec(place.with_suffix(".yaml"), corpus, args.backbone, args.cells, args.epochs,
+            spec = write_spec(place.with_suffix(".yaml"), corpus, backbone, args.cells, args.epochs,
                               place / "features", own=kind == "own")
             seconds[kind] = timed_sweep(spec, place / "sweep", args.jobs)
             times[kind].append(seconds[kind])

@@ -196,7 +196,7 @@ def test_two_corpora_of_one_name_are_namespaced_by_directory_and_train(
     assert len(corpus.utterances) == 96 and len(corpus.folds) == 4
     config = RunConfig(corpus=str(tmp_path / "both"), backbone=str(tiny_whisper_dir), folds=["1"],
                        tuning=TuningConfig(method="frozen"), head=HeadConfig(normalization="speaker"),
-                       train=TrainConfig(epochs=1, batch_size=8, eval_batch_size=8, workers=0))
+                       train=TrainConfig(epochs=1, batch_size=8, eval_batch_size=8, workers=0, balance="corpus"))
     summary = train_run(config, tmp_path / "run")
     assert summary["corpus"] == f"{small_corpus.name}+voices-b"
     test = summary["folds"]["fold1"]["test"]

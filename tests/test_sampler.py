@@ -1,13 +1,14 @@
 """Length-bucketed batch samplers: coverage, determinism, padding, budgets and sharding."""
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sertune.sampler import LengthBucketBatchSampler, ShardedEvalBatchSampler, padding_fraction
+from sertune.sampler import LengthBucketBatchSampler, ShardedEvalBatchSampler, balance_weights, padding_fraction
 
 
 def mixed_lengths(n: int = 2000, seed: int = 0) -> np.ndarray:
@@ -167,3 +168,36 @@ def test_accelerate_sharding_keeps_variable_batches():
     shards = [list(BatchSamplerShard(sampler, num_processes=2, process_index=r)) for r in range(2)]
     assert len(shards[0]) == len(shards[1])
     assert set(flatten(flatten(shards))) == set(range(300))
+
+
+def test_weighted_epochs_draw_every_group_equally_often_and_repeat_with_the_seed() -> None:
+    groups = ["podcast"] * 90 + ["acted"] * 10
+    weights = balance_weights(groups)
+    assert weights[0] == pytest.approx(1 / 90) and weights[-1] == pytest.approx(1 / 10)
+    drawn = Counter()
+    sampler = LengthBucketBatchSampler(np.ones(100), 10, bucketing=False, seed=4, weights=weights)
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        drawn.update(groups[i] for batch in sampler for i in batch)
+    assert sum(drawn.values()) == 200 * 100  # an epoch is still one dataset's worth of draws
+    assert drawn["acted"] / drawn["podcast"] == pytest.approx(1.0, abs=0.05)
+    again = LengthBucketBatchSampler(np.ones(100), 10, bucketing=False, seed=4, weights=weights)
+    again.set_epoch(7)
+    sampler.set_epoch(7)
+    assert list(again) == list(sampler)
+    with pytest.raises(ValueError, match="weights must be one finite"):
+        LengthBucketBatchSampler(np.ones(3), 2, weights=[1.0, -1.0, 1.0])
+
+
+def test_training_weights_follow_the_balance_setting() -> None:
+    from sertune.corpora import Utterance
+    from sertune.trainer import training_weights
+
+    def clip(corpus: str, label: str) -> Utterance:
+        return Utterance("x", Path("x.wav"), 1.0, label, "s", "", {"corpus": corpus})
+
+    clips = [clip("a", "sad"), clip("a", "sad"), clip("a", "happy"), clip("b", "sad")]
+    assert training_weights(clips, "none") is None
+    np.testing.assert_allclose(training_weights(clips, "corpus"), [1 / 3, 1 / 3, 1 / 3, 1])
+    np.testing.assert_allclose(training_weights(clips, "class"), [1 / 3, 1 / 3, 1, 1 / 3])
+    np.testing.assert_allclose(training_weights(clips, "corpus+class"), [1 / 2, 1 / 2, 1, 1])

@@ -180,3 +180,12 @@ def test_progress_on_a_terminal_is_tqdm_and_a_disabled_bar_prints_nothing() -> N
     with progress_bar(3, "x", "clip", disable=True, file=log) as bar:
         bar.update(3)
     assert log.getvalue() == ""
+
+
+def test_an_unknown_balance_is_refused_with_the_choices() -> None:
+    from sertune.config import resolve_config
+    from sertune.errors import SertuneError
+
+    with pytest.raises(SertuneError, match=r"train.balance must be one of none, corpus, class, corpus\+class, "
+                                           r"got 'speaker'"):
+        resolve_config(flags={"train": {"balance": "speaker"}})

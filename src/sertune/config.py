@@ -108,6 +108,9 @@ def checked(section: str, values: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+BALANCES = ("none", "corpus", "class", "corpus+class")
+
+
 @dataclass
 class TrainConfig:
     """How a fold is trained and evaluated; the defaults are the study's recipe (docs/architecture.md)."""
@@ -130,6 +133,9 @@ class TrainConfig:
     # With head.normalization speaker: the share of training clips given the training clips' statistics
     # instead of their speaker's, so that the model also works on a clip whose speaker is unknown.
     unknown_speaker_rate: float = 0.5
+    # Sample training clips so that every source corpus, class or (corpus, class) pair is drawn equally
+    # often (`corpus`, `class`, `corpus+class`; a combined corpus's MSP-Podcast would otherwise drown the rest).
+    balance: str = "none"
     # Opt-in: on the synthetic corpus, batches of similar length kept the head at chance (loss ln 4)
     # where random batches learned, since length carries the emotion there (docs/training.md).
     bucketing: bool = False
@@ -150,6 +156,8 @@ class TrainConfig:
             setattr(self, name, value)
         self.betas = tuple(self.betas)  # YAML gives a list
         check_precision(self.precision, "train.precision")
+        if self.balance not in BALANCES:
+            raise SertuneError(f"train.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
 
 
 @dataclass

@@ -32,10 +32,17 @@ do not pass the DataLoader through ``accelerator.prepare``, or keep ``num_replic
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
+
+
+def balance_weights(groups: Sequence[Hashable]) -> np.ndarray:
+    """A weight per item that gives every group the same share of draws: 1 / the size of its group."""
+    counts = Counter(groups)
+    return np.array([1.0 / counts[group] for group in groups], dtype=np.float64)
 
 
 def padding_fraction(batches: Iterable[Sequence[int]], lengths: Sequence[float] | np.ndarray) -> float:
@@ -95,6 +102,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         seed: with the epoch (:meth:`set_epoch`), fixes every choice; all ranks must use the same.
         num_replicas, rank: this process's share of the batches.
         chunk_batches: batches per sorted chunk; larger chunks pad less but mix less.
+        weights: optional weight per item: each epoch then draws len(lengths) items with replacement,
+            item i with probability weights[i] / sum(weights) (`train.balance`), instead of a permutation.
     """
 
     # Training needs equal batch counts on all ranks; evaluation (subclass) needs no duplicates.
@@ -113,8 +122,16 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         chunk_batches: int = 50,
+        weights: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         self.lengths = np.asarray(lengths, dtype=np.float64)
+        self.probabilities = None
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != self.lengths.shape or not np.all(np.isfinite(weights)) or np.any(weights < 0) \
+                    or not weights.sum() > 0:
+                raise ValueError("weights must be one finite, non-negative number per item, not all zero")
+            self.probabilities = weights / weights.sum()
         if self.lengths.ndim != 1 or not np.all(np.isfinite(self.lengths)) or np.any(self.lengths < 0):
             raise ValueError("lengths must be a flat sequence of finite, non-negative numbers")
         if max_batch_size < 1 or chunk_batches < 1:
@@ -143,7 +160,11 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         """The batches of the current epoch over all ranks, identical on every rank."""
         rng = np.random.default_rng([self.seed, self.epoch])
         n = len(self.lengths)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.probabilities is not None:
+            # Weighted: an epoch is n draws with replacement, so rare groups are seen as often as common ones.
+            order = rng.choice(n, size=n, replace=True, p=self.probabilities)
+        else:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         if self.bucketing:
             # Unshuffled, the whole dataset is one chunk: a global sort by length.
             chunk = self.max_batch_size * self.chunk_batches if self.shuffle else max(n, 1)

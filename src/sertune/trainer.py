@@ -39,7 +39,7 @@ from sertune.feature_statistics import SpeakerNormalizer
 from sertune.fileio import atomic_path, write_json_atomic, write_text_atomic
 from sertune.model import EmotionClassifier
 from sertune.progress import progress_bar
-from sertune.sampler import LengthBucketBatchSampler
+from sertune.sampler import LengthBucketBatchSampler, balance_weights
 
 log = logging.getLogger(__name__)
 CHECKPOINT, STATE_DIR, METRICS, PREDICTIONS = "checkpoint", "last", "metrics.json", "predictions.csv"
@@ -124,6 +124,7 @@ class FoldTrainer:
         if self.normalizer is not None:
             self.classifier.head.set_statistics(*self.normalizer.training_statistics(accelerator.device))
         self.splits = self._build_splits(parts, cache)
+        self.sample_weights = training_weights(parts["train"], self.train_config.balance)
         train_labels = [self.labels.index(u.label) for u in parts["train"]]
         self.class_weights = class_weights(train_labels, len(self.labels)) if self.train_config.class_weights else None
 
@@ -228,7 +229,7 @@ class FoldTrainer:
         split.dataset.set_epoch(epoch)
         sampler = LengthBucketBatchSampler(
             split.dataset.durations(), tc.batch_size, bucketing=tc.bucketing, shuffle=True, seed=seed,
-            num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+            num_replicas=accelerator.num_processes, rank=accelerator.process_index, weights=self.sample_weights,
         )
         self._set_train_mode()
         began = time.perf_counter()
@@ -412,6 +413,15 @@ class FoldTrainer:
             shutil.rmtree(self.directory / STATE_DIR, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return result
+
+
+def training_weights(utterances: list[Utterance], balance: str) -> np.ndarray | None:
+    """Per-clip sampling weights for `train.balance` (None: a plain permutation each epoch)."""
+    if balance == "none":
+        return None
+    keys = {"corpus": lambda u: u.extras.get("corpus", ""), "class": lambda u: u.label,
+            "corpus+class": lambda u: (u.extras.get("corpus", ""), u.label)}[balance]
+    return balance_weights([keys(u) for u in utterances])
 
 
 def predictions_csv(predictions: Predictions, utterances: list[Utterance], labels: list[str]) -> str:

@@ -15,11 +15,12 @@ from typing import Any
 
 from sertune.commands._format import mean_std
 from sertune.commands._help import show_default
-from sertune.config import PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
+from sertune.config import BALANCES, PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
 from sertune.errors import SertuneError
 from sertune.options import add_tuning_arguments
 from sertune.precision import PRECISIONS
 
+CHOICES = {"precision": PRECISIONS, "balance": BALANCES}
 TRAIN_HELP = {
     "epochs": "training epochs per fold",
     "batch_size": "clips per training batch (per process)",
@@ -36,6 +37,8 @@ TRAIN_HELP = {
     "augment": "Gaussian noise (SNR 10-30 dB) and time masks on training clips",
     "unknown_speaker_rate": "with --normalization speaker: share of training clips normalised with the training "
     "clips' statistics instead of their speaker's (as a clip of an unknown speaker is at inference)",
+    "balance": "draw training clips so that each source corpus, class or (corpus, class) pair is equally "
+    "frequent (a combined corpus); the class-weighted loss still applies unless --no-class-weights",
     "bucketing": "batch clips of similar length together",
     "grad_accum": "batches per optimizer step",
     "max_grad_norm": "clip gradients to this norm (default: no clipping)",
@@ -74,8 +77,8 @@ def _add_train_option(group: argparse._ArgumentGroup, field: dataclasses.Field) 
         action = group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
     elif field.name == "betas":
         action = group.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), help=help_text)
-    elif field.name == "precision":
-        action = group.add_argument(flag, choices=PRECISIONS, help=help_text)
+    elif field.name in CHOICES:
+        action = group.add_argument(flag, choices=CHOICES[field.name], help=help_text)
     else:
         kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0], str)
         action = group.add_argument(flag, type=kind, help=help_text)
