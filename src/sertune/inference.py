@@ -238,11 +238,16 @@ class Predictor:
             predictions.append(self._assemble(wave, parts, source))
         return predictions
 
-    def logits(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw logits [len(waves), classes] of each waveform taken whole, in batches."""
+    def logits(self, waves: Sequence[np.ndarray], statistics: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> np.ndarray:
+        """Raw logits [len(waves), classes] of each waveform taken whole, in batches.
+
+        `statistics` (mean, std [layers + 1, hidden]) normalise every wave's layer outputs, e.g. those of
+        the waves' own speaker; without them a speaker-normalised head uses its training statistics.
+        """
         output = np.zeros((len(waves), len(self.labels)), dtype=np.float32)
         for batch in self._batches([len(wave) for wave in waves]):
-            output[batch] = self._forward([waves[i] for i in batch])
+            output[batch] = self._forward([waves[i] for i in batch], statistics)
         if not np.isfinite(output).all():
             raise SertuneError("the model produced non-finite logits; the checkpoint may be corrupt")
         return output
@@ -266,16 +271,19 @@ class Predictor:
                 batches.append([index])
         return batches
 
-    def _forward(self, waves: list[np.ndarray]) -> np.ndarray:
+    def _forward(self, waves: list[np.ndarray], statistics: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> np.ndarray:
         lengths = torch.tensor([len(wave) for wave in waves])
         batch = torch.zeros(len(waves), int(lengths.max()))
         for row, wave in enumerate(waves):
             batch[row, : len(wave)] = torch.from_numpy(wave)
         device = self.backbone.device
+        if statistics is not None:
+            statistics = tuple(torch.from_numpy(s).to(device).expand(len(waves), *s.shape) for s in statistics)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with self._lock, torch.inference_mode(), autocast:
-            logits = self.classifier(batch.to(device), lengths.to(device))
+            logits = self.classifier(batch.to(device), lengths.to(device), statistics)
         return logits.float().cpu().numpy()
 
     def _scores(self, logits: np.ndarray, wave: np.ndarray) -> dict[str, Any]:

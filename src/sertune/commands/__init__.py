@@ -8,6 +8,7 @@ SUMMARIES = {
     "backbones": "list the known encoders, their sizes, and whether each loads offline",
     "baseline": "score the MFCC-statistics baseline or a frozen encoder's linear probe on a prepared corpus",
     "corpus": "inspect a prepared corpus",
+    "evaluate": "score a trained run on another prepared corpus (cross-corpus evaluation)",
     "export": "export a trained run to ONNX",
     "params": "count the trained parameters of a method or a run",
     "predict": "predict the emotion of audio files with a trained run",

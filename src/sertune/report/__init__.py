@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sertune.report.paired import PairedDifference, paired_bootstrap
-from sertune.report.plots import plot_confusion, plot_learning_curves, plot_uar_vs_parameters
+from sertune.report.plots import plot_confusion, plot_cross_corpus, plot_learning_curves, plot_uar_vs_parameters
 from sertune.report.results import FoldResult, RunResult, RunSkipped, default_out_dir, load_run, load_runs
 from sertune.report.study import Study, write_sweep_report
 from sertune.report.sweeps import Sweep, SweepCell, default_sweep_out_dir, is_sweep, load_sweep, load_sweeps
 from sertune.report.tables import (
     Stat,
     Table,
+    cross_corpus_table,
     fairness_table,
     file_stems,
     folds_table,
@@ -34,7 +35,8 @@ from sertune.report.writer import ReportWriter
 def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
     """Write report.md, the tables as CSV and the plots of `runs` into `out_dir`; returns the files written.
 
-    Cross-run files: `uar.csv`, `fairness.csv`, `parameters.csv`, `uar_vs_params.png`. Per run, named
+    Cross-run files: `uar.csv`, `fairness.csv`, `parameters.csv`, `uar_vs_params.png`, and with evaluation
+    directories among the runs (`sertune evaluate`) `cross_corpus.csv` and `cross_corpus.png`. Per run, named
     after its directory: `<run>-folds.csv`, `<run>-confusion.png` and, for runs trained in epochs (not
     baselines), `<run>-curves.png`.
     """
@@ -49,6 +51,10 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
     plot = plot_uar_vs_parameters(runs, out / "uar_vs_params.png")
     if plot is not None:
         sections.append("## Test UAR vs trained parameters\n\n" + files.image(plot, "UAR vs trained parameters"))
+    matrix = cross_corpus_table(runs)
+    if matrix is not None:
+        heat_map = plot_cross_corpus(matrix, out / "cross_corpus.png")
+        sections += [files.table("cross_corpus", matrix), files.image(heat_map, "cross-corpus UAR") + "\n"]
     for run, stem in zip(runs, file_stems(runs), strict=True):
         sections.append(files.table(f"{stem}-folds", folds_table(run)))
         plotters = [("confusion", plot_confusion)]

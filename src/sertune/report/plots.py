@@ -13,7 +13,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path
 from sertune.report.results import INCOMPLETE, RunResult
-from sertune.report.tables import row_labels, unique
+from sertune.report.tables import Stat, Table, row_labels, unique
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
@@ -116,4 +116,22 @@ def plot_uar_vs_parameters(runs: Sequence[RunResult], path: str | Path) -> Path 
     axes.set_ylabel("test UAR (%)")
     axes.grid(alpha=0.3, which="both")
     axes.legend(title="corpus", fontsize=8)
+    return save_figure(figure, Path(path))
+
+
+def plot_cross_corpus(table: Table, path: str | Path) -> Path:
+    """The cross-corpus table as a heat map: rows trained on, columns tested on, the mean UAR printed in each cell."""
+    values = np.array([[cell.mean if isinstance(cell, Stat) and cell.mean is not None else np.nan
+                        for cell in row[1:]] for row in table.rows], dtype=float)
+    figure = Figure(figsize=(1.6 + 1.5 * values.shape[1], 1.2 + 0.55 * values.shape[0]), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        text = "–" if np.isnan(value) else f"{value:.1f}"
+        axes.text(j, i, text, ha="center", va="center", color="white" if np.isnan(value) or value < 60 else "black")
+    axes.set_xticks(range(values.shape[1]), [name.removeprefix("tested on ") for name in table.header[1:]])
+    axes.set_yticks(range(values.shape[0]), [str(row[0]) for row in table.rows])
+    axes.set_xlabel("tested on")
+    axes.set_ylabel("trained on")
+    figure.colorbar(image, ax=axes, label="test UAR (%)")
     return save_figure(figure, Path(path))

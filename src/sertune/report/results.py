@@ -72,6 +72,8 @@ class RunResult:
     failed: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, int] | None = None
     checkpoint_bytes: int | None = None
+    # For an evaluation directory (`sertune evaluate`): the corpus the run was trained on (`corpus` is the tested one).
+    trained_on: str | None = None
 
     @property
     def name(self) -> str:
@@ -183,6 +185,7 @@ def _finished_run(run_dir: Path) -> RunResult:
         failed=dict(summary.get("failed_folds") or {}),
         parameters=summary.get("parameters"),
         checkpoint_bytes=summary.get("checkpoint_bytes"),
+        trained_on=(summary.get("evaluation") or {}).get("trained_on"),
     )
 
 

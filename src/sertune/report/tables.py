@@ -171,6 +171,26 @@ def uar_table(runs: Sequence[RunResult]) -> Table:
     )
 
 
+def cross_corpus_table(runs: Sequence[RunResult]) -> Table | None:
+    """Test UAR of each model (backbone / method) by training corpus (rows) and test corpus (columns), from runs
+    (tested on their own corpus) and evaluation directories (`sertune evaluate`); None without any evaluation."""
+    if not any(run.trained_on for run in runs):
+        return None
+    models = unique(f"{run.backbone} / {run.method}" for run in runs)
+    several = len(models) > 1
+    cells: dict[tuple[str, str], Stat | None] = {}
+    for run in runs:
+        trained_on = run.trained_on or run.corpus
+        row = f"{run.backbone} / {run.method}: {trained_on}" if several else trained_on
+        cells[row, run.corpus] = stat(run, "uar")
+    rows_names = unique(row for row, _ in cells)
+    corpora = unique(run.corpus for run in runs)
+    rows: list[list[Cell]] = [[row, *(cells.get((row, corpus)) for corpus in corpora)] for row in rows_names]
+    header = ["trained on" if not several else "model: trained on", *(f"tested on {c}" for c in corpora)]
+    title = "Cross-corpus test UAR (%), mean ± std over folds" + ("" if several else f" ({models[0]})")
+    return Table(title, header, rows, incomplete_notes(runs))
+
+
 def _groups(keys: Iterable[str]) -> list[str]:
     return sorted({key.removeprefix(GROUP_UAR) for key in keys if key.startswith(GROUP_UAR)})
 
@@ -246,9 +266,10 @@ def folds_table(run: RunResult) -> Table:
         for fold in run.folds
     ]
     # The test rows come from summary.json when it exists; dev UAR is not summarised there.
-    dev = summarize_folds([fold.dev for fold in run.folds])["uar"]
+    # An evaluation directory (`sertune evaluate`) has no dev scores.
+    dev = summarize_folds([fold.dev for fold in run.folds]).get("uar", {})
     for which in ("mean", "std"):
-        rows.append([*lead(which, None), dev[which], *(run.test_summary.get(key, {}).get(which) for key in keys)])
+        rows.append([*lead(which, None), dev.get(which), *(run.test_summary.get(key, {}).get(which) for key in keys)])
     header = [*lead("fold", "best epoch"), "dev UAR", "test UAR", "accuracy", "macro-F1", "statistical parity"]
     header += ["equality of opportunity", *(f"UAR {group}" for group in groups)]
     selection = "at the best dev UAR epoch" if run.has_epochs else "of the model selected by dev UAR; no epochs"

@@ -1,0 +1,150 @@
+"""A trained run scored on another prepared corpus (`sertune evaluate RUN CORPUS_DIR`): cross-corpus tests.
+
+Every finished fold of the run (or one) predicts a part of the corpus: all of it (`all`, the
+cross-corpus case), or the train, dev or test part of the corpus's fold of the same name (on the
+run's own corpus this reproduces the test metrics training wrote). Each clip is read from its start
+up to the run's evaluation length and predicted as in training's evaluation: a speaker-normalised
+head gets each speaker's own statistics (the pretrained encoder's, over that speaker's clips of the
+part), and the metrics with every clip's speaker unknown are written too. Classes are matched by
+name: clips of a class the run does not know are left out and counted, never mapped by position.
+
+The evaluation directory has the run directory's files (summary.json, folds/<fold>/metrics.json and
+predictions.csv), so `sertune report` reads it beside runs, plus `evaluation` in summary.json (the
+run, the corpus it was trained on, the part).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sertune.audio import load_audio
+from sertune.backbones import load_backbone
+from sertune.checkpoint import read_metadata
+from sertune.config import config_from_dict
+from sertune.corpora import Corpus, Utterance, load_corpus
+from sertune.errors import SertuneError
+from sertune.evaluate import Predictions, score
+from sertune.feature_cache import open_cache
+from sertune.feature_statistics import speaker_statistics
+from sertune.fileio import write_json_atomic, write_text_atomic
+from sertune.inference import Predictor, load
+from sertune.runs import run_summary
+from sertune.train import FOLDS, SUMMARY, finished_fold, saved_config
+from sertune.trainer import CHECKPOINT, METRICS, PREDICTIONS, predictions_csv
+
+log = logging.getLogger(__name__)
+PARTS = ("all", "test", "dev", "train")
+
+
+def part_clips(corpus: Corpus, part: str, fold: str) -> list[Utterance]:
+    """The clips of `corpus` that `part` names for the run's fold `fold`."""
+    if part == "all":
+        return list(corpus.utterances)
+    same = next((f for f in corpus.folds if f.name == fold), None)
+    if same is None:
+        names = ", ".join(f.name for f in corpus.folds)
+        raise SertuneError(f"{corpus.root} has no fold {fold!r} (its folds: {names}) whose {part} part to score; "
+                           "use --part all for a corpus with other folds")
+    return [corpus.by_id[i] for i in same.parts()[part]]
+
+
+def _logits(predictor: Predictor, clips: list[Utterance], waves: list[np.ndarray],
+            statistics: dict[str, Any] | None) -> np.ndarray:
+    """Logits of `waves`: each speaker's clips with that speaker's statistics, if given."""
+    if statistics is None:
+        return predictor.logits(waves)
+    output = np.zeros((len(waves), len(predictor.labels)), dtype=np.float32)
+    speakers: dict[str, list[int]] = {}
+    for index, clip in enumerate(clips):
+        speakers.setdefault(clip.speaker if clip.speaker in statistics else "", []).append(index)
+    for speaker, indices in speakers.items():
+        stats = statistics.get(speaker)
+        output[indices] = predictor.logits([waves[i] for i in indices],
+                                           (stats.mean, stats.std) if stats is not None else None)
+    return output
+
+
+def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, device: str | None = None) -> tuple[
+        dict[str, Any], str]:
+    """The metrics (as metrics.json holds them) and predictions.csv text of one fold of `run` on `part`."""
+    config = config_from_dict(saved_config(run))
+    predictor = load(run, fold=fold, device=device, merge=False, precision="no")
+    labels = predictor.labels
+    chosen = part_clips(corpus, part, fold)
+    clips = [clip for clip in chosen if clip.label in labels]
+    left_out = Counter(clip.label for clip in chosen if clip.label not in labels)
+    limit = round(config.train.eval_max_seconds * predictor.sample_rate)
+    readable, waves, skipped = [], [], []
+    for clip in clips:
+        try:
+            waves.append(load_audio(clip.path, predictor.sample_rate)[:limit])
+            readable.append(clip)
+        except SertuneError as error:
+            log.warning("skipping clip %s: %s", clip.id, error)
+            skipped.append(clip.id)
+    if not readable:
+        raise SertuneError(f"no clip of {corpus.root} ({part}) has a class of the run ({', '.join(labels)}); "
+                           f"its classes: {', '.join(corpus.labels)}")
+    statistics = None
+    if config.head.normalization == "speaker":
+        # The pretrained encoder's statistics, as in training: a clean copy, before any tuning method.
+        clean = load_backbone(config.backbone, device=predictor.backbone.device)
+        cache = open_cache(config, clean)
+        missing = cache.missing(readable, "moments")
+        if missing:
+            cache.fill(clean, missing, labels, batch_size=config.train.eval_batch_size, store="moments")
+        statistics = speaker_statistics(cache, readable)
+    truth = np.array([labels.index(clip.label) for clip in readable])
+    predictions = Predictions(np.arange(len(readable)), _logits(predictor, readable, waves, statistics), truth)
+    metrics: dict[str, Any] = {"fold": fold, "complete": True, "best_epoch": _trained(run, fold).get("best_epoch"),
+                               "part": part, "dev": {}, "test": score(predictions, readable, labels)}
+    if statistics is not None:
+        alone = Predictions(predictions.indices, predictor.logits(waves), truth)
+        metrics["test_unknown_speaker"] = score(alone, readable, labels)
+    metrics["counts"] = {"test": len(readable), "test_skipped": skipped, "left_out": dict(sorted(left_out.items())),
+                         "absent_classes": [label for label in labels if label not in {c.label for c in readable}]}
+    return metrics, predictions_csv(predictions, readable, labels)
+
+
+def _trained(run: Path, fold: str) -> dict[str, Any]:
+    return finished_fold(run / FOLDS / fold) or {}
+
+
+def evaluate_run(run: str | Path, corpus_dir: str | Path, out: str | Path | None = None, *, part: str = "all",
+                 fold: str | None = None, device: str | None = None) -> dict[str, Any]:
+    """Score every finished fold of `run` (or `fold`) on `part` of the corpus; writes and returns the summary."""
+    run = Path(run)
+    if part not in PARTS:
+        raise SertuneError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
+    corpus = load_corpus(corpus_dir)
+    folds = [fold] if fold else sorted(p.name for p in (run / FOLDS).glob("*") if finished_fold(p))
+    if not folds or not all((run / FOLDS / name / CHECKPOINT).is_dir() for name in folds):
+        raise SertuneError(f"{run} has no finished fold with a checkpoint to evaluate"
+                           + (f" named {fold!r}" if fold else ""))
+    out = Path(out) if out else run / "evaluations" / f"{corpus.name}-{part}"
+    results = {}
+    for name in folds:
+        metrics, predictions = evaluate_fold(run, name, corpus, part, device=device)
+        write_text_atomic(out / FOLDS / name / PREDICTIONS, predictions)
+        write_json_atomic(out / FOLDS / name / METRICS, metrics)
+        results[name] = metrics
+    trained = json.loads((run / SUMMARY).read_text(encoding="utf-8")) if (run / SUMMARY).is_file() else {}
+    config = saved_config(run)
+    summary = run_summary(
+        corpus=corpus.name, corpus_dir=str(corpus.root),
+        labels=list(read_metadata(run / FOLDS / folds[0] / CHECKPOINT)["labels"]),
+        backbone=str(config.get("backbone")), method=str(config.get("tuning", {}).get("method")),
+        folds=results, parameters=trained.get("parameters"), checkpoint_bytes=trained.get("checkpoint_bytes"),
+        failed_folds={},
+    )
+    summary["evaluation"] = {"run": str(run.resolve()), "trained_on": trained.get("corpus") or
+                             Path(str(config.get("corpus"))).name, "part": part,
+                             "left_out": {name: metrics["counts"]["left_out"] for name, metrics in results.items()}}
+    write_json_atomic(out / SUMMARY, summary)
+    return summary
