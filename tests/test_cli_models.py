@@ -19,7 +19,8 @@ def test_backbones_lists_sizes_and_offline_availability(cli) -> None:
     code, out, _ = cli(["backbones"])
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
-    assert len(rows) == 12
+    assert len(rows) == 13
+    assert "315.4M" in rows["mms-300m"] and "facebook/mms-300m" in rows["mms-300m"]
     assert "94.4M" in rows["wavlm-base-plus"] and " 768 " in rows["wavlm-base-plus"]
     assert "offline package" in rows["whisper-tiny.en"] and "offline package" in rows["whisper-base"]
     assert "8.2M" in rows["whisper-tiny.en"] and "637.0M" in rows["whisper-large-v3"]

@@ -152,8 +152,8 @@ def test_a_clip_that_breaks_its_batch_costs_only_itself(run_and_clips, tmp_path,
         sf.write(path, speech[:length], RATE, subtype="FLOAT")
     forward = predictor._forward
 
-    def poisoned(waves: list[np.ndarray]) -> np.ndarray:
-        logits = forward(waves)
+    def poisoned(waves: list[np.ndarray], *statistics: object) -> np.ndarray:
+        logits = forward(waves, *statistics)
         logits[[len(wave) == lengths[1] for wave in waves]] = np.nan
         return logits
 
