@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 
 from sertune.audio import load_audio
-from sertune.backbones import load_backbone
+from sertune.backbones import Backbone, load_backbone
 from sertune.checkpoint import read_metadata
-from sertune.config import config_from_dict
+from sertune.config import RunConfig, config_from_dict
 from sertune.corpora import Corpus, Utterance, load_corpus
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, score
 from sertune.feature_cache import open_cache
-from sertune.feature_statistics import speaker_statistics
+from sertune.feature_statistics import FeatureStatistics, speaker_statistics
 from sertune.fileio import write_json_atomic, write_text_atomic
-from sertune.inference import Predictor, load
+from sertune.inference import Predictor, default_device, load
 from sertune.runs import run_summary
 from sertune.train import FOLDS, SUMMARY, finished_fold, saved_config
 from sertune.trainer import CHECKPOINT, METRICS, PREDICTIONS, predictions_csv
@@ -70,10 +70,29 @@ def _logits(predictor: Predictor, clips: list[Utterance], waves: list[np.ndarray
     return output
 
 
-def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, device: str | None = None) -> tuple[
-        dict[str, Any], str]:
-    """The metrics (as metrics.json holds them) and predictions.csv text of one fold of `run` on `part`."""
-    config = config_from_dict(saved_config(run))
+class PretrainedStatistics:
+    """Each speaker's statistics from the pretrained encoder, as in training: a clean copy of it, before any
+    tuning method, loaded on first use and shared by every fold of an evaluation."""
+
+    def __init__(self, config: RunConfig, device: str) -> None:
+        self.config, self.device = config, device
+        self.backbone: Backbone | None = None
+
+    def of(self, clips: list[Utterance], labels: list[str]) -> dict[str, FeatureStatistics]:
+        """The statistics of each speaker of `clips`, over those clips (their moments cached first)."""
+        if self.backbone is None:
+            self.backbone = load_backbone(self.config.backbone, device=self.device)
+        cache = open_cache(self.config, self.backbone)
+        missing = cache.missing(clips, "moments")
+        if missing:
+            cache.fill(self.backbone, missing, labels, batch_size=self.config.train.eval_batch_size, store="moments")
+        return speaker_statistics(cache, clips)
+
+
+def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, config: RunConfig, best_epoch: int | None,
+                  statistics: PretrainedStatistics | None, device: str) -> tuple[dict[str, Any], str]:
+    """The metrics (as metrics.json holds them) and predictions.csv text of one fold of `run` on `part`;
+    `statistics` is given for a speaker-normalised run."""
     predictor = load(run, fold=fold, device=device, merge=False, precision="no")
     labels = predictor.labels
     chosen = part_clips(corpus, part, fold)
@@ -91,29 +110,17 @@ def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, device: st
     if not readable:
         raise SertuneError(f"no clip of {corpus.root} ({part}) has a class of the run ({', '.join(labels)}); "
                            f"its classes: {', '.join(corpus.labels)}")
-    statistics = None
-    if config.head.normalization == "speaker":
-        # The pretrained encoder's statistics, as in training: a clean copy, before any tuning method.
-        clean = load_backbone(config.backbone, device=predictor.backbone.device)
-        cache = open_cache(config, clean)
-        missing = cache.missing(readable, "moments")
-        if missing:
-            cache.fill(clean, missing, labels, batch_size=config.train.eval_batch_size, store="moments")
-        statistics = speaker_statistics(cache, readable)
+    by_speaker = statistics.of(readable, labels) if statistics is not None else None
     truth = np.array([labels.index(clip.label) for clip in readable])
-    predictions = Predictions(np.arange(len(readable)), _logits(predictor, readable, waves, statistics), truth)
-    metrics: dict[str, Any] = {"fold": fold, "complete": True, "best_epoch": _trained(run, fold).get("best_epoch"),
+    predictions = Predictions(np.arange(len(readable)), _logits(predictor, readable, waves, by_speaker), truth)
+    metrics: dict[str, Any] = {"fold": fold, "complete": True, "best_epoch": best_epoch,
                                "part": part, "dev": {}, "test": score(predictions, readable, labels)}
-    if statistics is not None:
+    if by_speaker is not None:
         alone = Predictions(predictions.indices, predictor.logits(waves), truth)
         metrics["test_unknown_speaker"] = score(alone, readable, labels)
     metrics["counts"] = {"test": len(readable), "test_skipped": skipped, "left_out": dict(sorted(left_out.items())),
                          "absent_classes": [label for label in labels if label not in {c.label for c in readable}]}
     return metrics, predictions_csv(predictions, readable, labels)
-
-
-def _trained(run: Path, fold: str) -> dict[str, Any]:
-    return finished_fold(run / FOLDS / fold) or {}
 
 
 def evaluate_run(run: str | Path, corpus_dir: str | Path, out: str | Path | None = None, *, part: str = "all",
@@ -123,28 +130,33 @@ def evaluate_run(run: str | Path, corpus_dir: str | Path, out: str | Path | None
     if part not in PARTS:
         raise SertuneError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
     corpus = load_corpus(corpus_dir)
-    folds = [fold] if fold else sorted(p.name for p in (run / FOLDS).glob("*") if finished_fold(p))
+    trained_folds = {p.name: finished_fold(p) for p in (run / FOLDS).glob("*")}
+    folds = [fold] if fold else sorted(name for name, metrics in trained_folds.items() if metrics)
     if not folds or not all((run / FOLDS / name / CHECKPOINT).is_dir() for name in folds):
         raise SertuneError(f"{run} has no finished fold with a checkpoint to evaluate"
                            + (f" named {fold!r}" if fold else ""))
     out = Path(out) if out else run / "evaluations" / f"{corpus.name}-{part}"
+    config = config_from_dict(saved_config(run))
+    device = device or default_device()
+    statistics = PretrainedStatistics(config, device) if config.head.normalization == "speaker" else None
     results = {}
     for name in folds:
-        metrics, predictions = evaluate_fold(run, name, corpus, part, device=device)
+        metrics, predictions = evaluate_fold(run, name, corpus, part, config=config, statistics=statistics,
+                                             best_epoch=(trained_folds.get(name) or {}).get("best_epoch"),
+                                             device=device)
         write_text_atomic(out / FOLDS / name / PREDICTIONS, predictions)
         write_json_atomic(out / FOLDS / name / METRICS, metrics)
         results[name] = metrics
     trained = json.loads((run / SUMMARY).read_text(encoding="utf-8")) if (run / SUMMARY).is_file() else {}
-    config = saved_config(run)
     summary = run_summary(
         corpus=corpus.name, corpus_dir=str(corpus.root),
         labels=list(read_metadata(run / FOLDS / folds[0] / CHECKPOINT)["labels"]),
-        backbone=str(config.get("backbone")), method=str(config.get("tuning", {}).get("method")),
+        backbone=config.backbone, method=config.tuning.method,
         folds=results, parameters=trained.get("parameters"), checkpoint_bytes=trained.get("checkpoint_bytes"),
         failed_folds={},
     )
     summary["evaluation"] = {"run": str(run.resolve()), "trained_on": trained.get("corpus") or
-                             Path(str(config.get("corpus"))).name, "part": part,
+                             Path(config.corpus).name, "part": part,
                              "left_out": {name: metrics["counts"]["left_out"] for name, metrics in results.items()}}
     write_json_atomic(out / SUMMARY, summary)
     return summary

@@ -26,6 +26,7 @@ from typing import Any
 
 from sertune.errors import SertuneError
 from sertune.report.sweeps import SweepCell
+from sertune.sweep.spec import format_setting
 from sertune.tuning.config import parse_method, setting_acts_on
 
 # Axes a study table lays out itself (rows, the table per corpus) or that the label already names.
@@ -53,17 +54,6 @@ def acts_on(axis: str, cell: SweepCell) -> bool:
         return False
     section, _, name = axis.partition(".")
     return section != "tuning" or setting_acts_on(name, method_parts(cell.method))
-
-
-def format_value(value: Any) -> str:
-    """A setting as a column label shows it: 0.001, 1e-05, 16, a,b for a list."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(format_value, value))
-    return "none" if value is None else str(value)
 
 
 def _by_tail(names: Sequence[str], tail: Callable[[str], str]) -> dict[str, str]:
@@ -103,7 +93,7 @@ def setting_suffixes(
     suffixes = []
     for cell in cells:
         shown = [axis for axis in varying[tuple(getattr(cell, key) for key in group)] if acts_on(axis, cell)]
-        suffixes.append("".join(f" {names[axis]}={format_value(cell.value(axis))}" for axis in shown))
+        suffixes.append("".join(f" {names[axis]}={format_setting(cell.value(axis))}" for axis in shown))
     return suffixes
 
 

@@ -19,12 +19,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from sertune.report.columns import acts_on, format_value, setting_suffixes, short_backbones
+from sertune.report.columns import acts_on, setting_suffixes, short_backbones
 from sertune.report.plots import log_count_axis, save_figure
 from sertune.report.results import INCOMPLETE
 from sertune.report.study_tables import ordered
 from sertune.report.sweeps import SweepCell
 from sertune.report.tables import unique
+from sertune.sweep.spec import format_setting
 
 MARKERS = "os^DvPX*h<>p"
 NOT_ABLATIONS = ("corpus", "backbone", "folds", "train.seed")
@@ -118,7 +119,7 @@ def _set_axis_scale(axes: Axes, values: Sequence[float]) -> None:
     # Ranks, bottleneck sizes and learning rates are chosen on a geometric grid: spread them evenly.
     if min(values) > 0 and max(values) / min(values) >= 8:
         axes.set_xscale("log", base=2 if all(float(v).is_integer() for v in values) else 10)
-    axes.set_xticks(sorted(set(values)), [format_value(v) for v in sorted(set(values))])
+    axes.set_xticks(sorted(set(values)), [format_setting(v) for v in sorted(set(values))])
     axes.minorticks_off()
 
 

@@ -126,10 +126,15 @@ def label_of(config: RunConfig) -> str:
     return "+".join(pieces)
 
 
-def _display(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def format_setting(value: Any) -> str:
+    """A setting as cell names and report columns show it: 0.001, 1e-05, 16, true, none, a,b for a list."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(format_setting, value))
+    return "none" if value is None else str(value)
 
 
 def expand(spec: dict[str, Any], origin: str, *, check: Any = None) -> list[Cell]:
@@ -156,6 +161,9 @@ def expand(spec: dict[str, Any], origin: str, *, check: Any = None) -> list[Cell
             raise SertuneError(f"{origin}: exclude entry {number} names {outside}, which the grid does not vary")
         excludes.append(canonical)
     base = merge_settings({}, spec.get("base") or {}, f"{origin}: base")
+    # The method of a cell whose grid does not name one: the base's, or its preset's, or the default.
+    base_method = resolve_config(preset=spec.get("preset"), yaml_settings=base,
+                                 yaml_origin=f"{origin}: base").tuning.method
     used = [False] * len(excludes)
     cells: dict[str, Cell] = {}
     for values in itertools.product(*grid.values()):
@@ -165,7 +173,7 @@ def expand(spec: dict[str, Any], origin: str, *, check: Any = None) -> list[Cell
             used[number] = True
         if hits:
             continue
-        cell = _resolve(base, assignment, origin, preset=spec.get("preset"))
+        cell = _resolve(base, assignment, origin, preset=spec.get("preset"), base_method=base_method)
         if check is not None:
             try:
                 check(cell)
@@ -181,11 +189,11 @@ def expand(spec: dict[str, Any], origin: str, *, check: Any = None) -> list[Cell
     return list(cells.values())
 
 
-def _resolve(base: dict[str, Any], assignment: dict[str, Any], origin: str, *, preset: str | None) -> Cell:
-    described = ", ".join(f"{key}={_display(value)}" for key, value in assignment.items())
-    method = assignment.get("tuning.method", base.get("tuning", {}).get("method", "lora"))
+def _resolve(base: dict[str, Any], assignment: dict[str, Any], origin: str, *, preset: str | None,
+             base_method: str) -> Cell:
+    described = ", ".join(f"{key}={format_setting(value)}" for key, value in assignment.items())
     try:
-        parts = parse_method(str(method))
+        parts = parse_method(str(assignment.get("tuning.method", base_method)))
         kept = {key: value for key, value in assignment.items() if _applies(key, parts)}
         settings = merge_settings(base, _nested(kept), f"{origin}: grid")
         if "corpus" in settings:
@@ -201,7 +209,7 @@ def _resolve(base: dict[str, Any], assignment: dict[str, Any], origin: str, *, p
     in_label = {"corpus", "backbone", "tuning.method"} | {
         f"tuning.{LABEL_PARAMETERS[part][1]}" for part in config.tuning.parts if part in LABEL_PARAMETERS
     }
-    extras = ",".join(f"{key.rpartition('.')[2]}={_display(value)}" for key, value in kept.items()
+    extras = ",".join(f"{key.rpartition('.')[2]}={format_setting(value)}" for key, value in kept.items()
                       if key not in in_label)
     name = "/".join([Path(config.corpus).name, Path(config.backbone).name, label, *([extras] if extras else [])])
     return Cell(id=spec_hash(config), name=name, label=label, settings=kept, config=config)

@@ -19,7 +19,7 @@ def cell_rows(sweep: SweepDir) -> list[dict[str, Any]]:
         uar = None
         try:
             run = load_run(sweep.root / cell["run"])
-            uar = {**run.test_summary["uar"], "of": len(run.folds) + len(run.pending)} if run.folds else None
+            uar = {**run.test_summary["uar"], "of": len(run.folds) + len(run.pending)}  # RunSkipped: no fold yet
         except RunSkipped:
             pass
         seconds = record.get("seconds")
