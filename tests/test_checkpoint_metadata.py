@@ -63,7 +63,7 @@ _KNOWN = (
 )
 _METHODS = "'lorra'; known: frozen, full, lora, adapter, parallel-adapter, prompt, combined"
 _TWO_LAYERS = "the encoder has 2 layers (backbone.num_layers)"
-_LABELS = "a list of at least two distinct, non-empty strings"
+_LABELS = "a list of distinct, non-empty strings: at least two, or none for a dimensional run"
 _CASES: list[tuple[str, Edit, str]] = [
     # The inputs of the original report, each of which gave a traceback somewhere.
     ("empty-object", lambda data: {}, "backbone, tuning, head, labels, parameters are missing"),
@@ -88,6 +88,11 @@ _CASES: list[tuple[str, Edit, str]] = [
     ("dropout", set_key("head.dropout", 1.5), "head.dropout must be a number from 0 to 1, got 1.5"),
     ("bool-as-int", set_key("head.include_embedding", 1), "head.include_embedding must be true or false, got 1"),
     ("one-label", set_key("labels", ["happy"]), f'labels must be {_LABELS}, got ["happy"]'),
+    ("no-output", set_key("labels", []), "labels is empty and there are no dimensions: the run predicts nothing"),
+    ("dimension-name", set_key("dimensions", [{"name": "pleasure", "low": 1, "high": 5}]),
+     'dimensions[0].name must be one of arousal, valence, dominance, got "pleasure"'),
+    ("dimension-scale", set_key("dimensions", [{"name": "arousal", "low": 5, "high": 1}]),
+     "dimensions[0]: low must be below high, got 5, 1"),
     ("family", set_key("backbone.family", ""), 'backbone.family must be a non-empty string, got ""'),
     ("num-layers", set_key("backbone.num_layers", -2), "backbone.num_layers must be a positive integer, got -2"),
     ("source-path", set_key("backbone.source", {"kind": "local"}), "backbone.source.path is missing"),

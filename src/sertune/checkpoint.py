@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from sertune import __version__
 from sertune.backbones import Backbone, build_backbone, load_backbone
+from sertune.corpora.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path, write_json_atomic
 from sertune.head import HeadConfig
@@ -48,6 +49,7 @@ def save_classifier(classifier: EmotionClassifier, directory: str | Path, *, aud
         "labels": classifier.labels,
         "parameters": classifier.parameter_counts(),
         "audio": audio or DEFAULT_AUDIO,
+        **({"dimensions": [d.to_dict() for d in classifier.dimensions]} if classifier.dimensions else {}),
     }
     with atomic_path(directory / WEIGHTS) as tmp:
         mode = stat.S_IMODE(tmp.stat().st_mode)
@@ -81,11 +83,17 @@ def load_classifier(
         metadata["labels"],
         TuningConfig(**metadata["tuning"]),
         HeadConfig(**metadata["head"]),
+        dimensions=saved_dimensions(metadata),
         adapter_name=adapter_name,
     )
     classifier.load_trained_state_dict(tensors, origin=str(weights))
     classifier.eval()
     return classifier.to(device) if device is not None else classifier
+
+
+def saved_dimensions(metadata: dict[str, Any]) -> list[Dimension]:
+    """The attribute dimensions a run's `sertune.json` says it predicts (none for a categorical run)."""
+    return [Dimension(d["name"], float(d["low"]), float(d["high"])) for d in metadata.get("dimensions", [])]
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

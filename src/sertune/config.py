@@ -15,6 +15,7 @@ from typing import Any
 from sertune.errors import SertuneError
 from sertune.head_config import HeadConfig
 from sertune.precision import check_precision
+from sertune.task_config import TaskConfig
 from sertune.tuning import TuningConfig
 
 
@@ -91,6 +92,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "adapter_scale": _POSITIVE, "adapter_dropout": _DROPOUT, "prompt_length": _AT_LEAST_ONE,
     },
     "head": {"channels": _AT_LEAST_ONE, "dropout": _DROPOUT},
+    "task": {"dim_weight": _POSITIVE},
 }
 
 
@@ -171,11 +173,13 @@ class RunConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def __post_init__(self) -> None:
-        # TuningConfig and HeadConfig check only what their own code needs; ranges are checked here.
+        # TuningConfig, HeadConfig and TaskConfig check only what their own code needs; ranges are checked here.
         checked("tuning", vars(self.tuning))
         checked("head", vars(self.head))
+        checked("task", vars(self.task))
 
     @property
     def cache_store(self) -> str | None:
@@ -194,10 +198,11 @@ class RunConfig:
             "tuning": self.tuning.to_dict(),
             "head": self.head.to_dict(),
             "train": {**asdict(self.train), "betas": list(self.train.betas)},
+            "task": self.task.to_dict(),
         }
 
 
-SECTIONS: dict[str, type] = {"tuning": TuningConfig, "head": HeadConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {"tuning": TuningConfig, "head": HeadConfig, "train": TrainConfig, "task": TaskConfig}
 TOP_LEVEL = ("corpus", "backbone", "folds")
 
 # The study's recipe, every value pinned so that later changes of the defaults do not move it.

@@ -93,6 +93,9 @@ def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, config: Ru
                   statistics: PretrainedStatistics | None, device: str) -> tuple[dict[str, Any], str]:
     """The metrics (as metrics.json holds them) and predictions.csv text of one fold of `run` on `part`;
     `statistics` is given for a speaker-normalised run."""
+    if config.task.kind != "categorical":
+        raise SertuneError(f"{run} is a {config.task.kind} run: `sertune evaluate` scores classes only so far; "
+                           "evaluate a categorical run")
     predictor = load(run, fold=fold, device=device, merge=False, precision="no")
     labels = predictor.labels
     chosen = part_clips(corpus, part, fold)

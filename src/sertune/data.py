@@ -44,6 +44,8 @@ class ClipDataset(Dataset):
         self.random_crop = random_crop
         self.seed = seed
         self.epoch = 0
+        # Attribute scores [clips, dimensions] normalised to [0, 1], NaN where missing; None: a categorical run.
+        self.targets: np.ndarray | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose crops the next iteration draws (workers copy this at iteration start)."""
@@ -57,7 +59,10 @@ class ClipDataset(Dataset):
         clip = self.read(index, rng)
         if clip is None:
             return None
-        return {"index": index, "input": clip, "label": self.label_index[self.utterances[index].label]}
+        item = {"index": index, "input": clip, "label": self.label_index[self.utterances[index].label]}
+        if self.targets is not None:
+            item["target"] = self.targets[index]
+        return item
 
     def read(self, index: int, rng: np.random.Generator | None) -> np.ndarray | None:
         """The (cropped) clip `index`, or None after reporting why it cannot be read."""
@@ -110,12 +115,15 @@ def collate(items: list[dict[str, Any] | None], *, axis: int = 0) -> dict[str, t
     if not kept:
         return None
     inputs, lengths = _pad_batch(kept, axis)
-    return {
+    batch = {
         "index": torch.tensor([item["index"] for item in kept], dtype=torch.long),
         "input": inputs,
         "length": lengths,
         "label": torch.tensor([item["label"] for item in kept], dtype=torch.long),
     }
+    if "target" in kept[0]:
+        batch["target"] = torch.from_numpy(np.stack([item["target"] for item in kept]).astype(np.float32))
+    return batch
 
 
 def collate_waveforms(items: list[dict[str, Any] | None]) -> dict[str, torch.Tensor] | None:

@@ -2,7 +2,9 @@
 
 The exported graph takes `waveform` float32 [batch, samples] (16 kHz, zero-padded) and `length`
 int64 [batch] (valid samples per clip), both with a dynamic batch and length, and returns
-`probabilities` float32 [batch, classes]; the label names are in the model's metadata.
+`probabilities` float32 [batch, classes] for a model with classes, and for a model with attribute
+dimensions `dimensions` [batch, dimensions] on the training corpus's scale and `dimensions_normalized`
+in [0, 1]; the label and dimension names (with their scales) are in the model's metadata.
 
 Exporter: torch.onnx's `torch.export`-based exporter (the default since torch 2.9; the TorchScript one
 is deprecated). The wav2vec2/WavLM/HuBERT classifiers are traced through their own forward. Whisper's
@@ -74,6 +76,7 @@ class ExportReport:
     clips: int
     seconds: float
     checkpoint: Path | None = None
+    dimensions: list[str] | None = None
 
 
 def export_run(
@@ -109,26 +112,31 @@ def export_classifier(
     batches = check_batches(clips, classifier.backbone.min_samples)
     classifier.eval()
     with torch.no_grad():
-        expected = [torch.softmax(classifier(*batch), dim=-1).numpy() for batch in batches]
+        expected = [[part.numpy() for part in named_outputs(classifier, classifier(*batch))] for batch in batches]
     classifier.merge()
     _check_size(classifier)
-    program = _export(ProbabilityGraph(classifier).eval(), batches[0], classifier.backbone)
+    program = _export(OutputGraph(classifier).eval(), batches[0], classifier.backbone)
     program.model.metadata_props.update(onnx_metadata(classifier))
     out = Path(out)
     with atomic_path(out) as tmp:
         program.save(tmp, external_data=False)
         found = _run_onnx(tmp, batches)
-        diff = max(float(np.abs(f - e).max()) for f, e in zip(found, expected, strict=True))
+        diff = max(
+            float(np.abs(f - e).max())
+            for found_parts, expected_parts in zip(found, expected, strict=True)
+            for f, e in zip(found_parts, expected_parts, strict=True)
+        )
         if not diff <= tolerance:  # also refuses NaN
             raise SertuneError(
-                f"the ONNX model disagrees with PyTorch: max abs difference {diff:.3g} in probabilities "
-                f"(tolerance {tolerance:g}); {out} was not written"
+                f"the ONNX model disagrees with PyTorch: max abs difference {diff:.3g} in "
+                f"{' and '.join(output_names(classifier))} (tolerance {tolerance:g}); {out} was not written"
             )
     return ExportReport(
         path=out,
         backbone=classifier.backbone.name,
         method=classifier.tuning_config.method,
         labels=list(classifier.labels),
+        dimensions=[dimension.name for dimension in classifier.dimensions],
         size_bytes=out.stat().st_size,
         max_abs_diff=diff,
         tolerance=tolerance,
@@ -160,6 +168,7 @@ def onnx_metadata(classifier: EmotionClassifier) -> dict[str, str]:
     backbone = classifier.backbone
     metadata = {
         "labels": json.dumps(classifier.labels),
+        "dimensions": json.dumps([dimension.to_dict() for dimension in classifier.dimensions]),
         "sample_rate": str(backbone.sample_rate),
         "min_samples": str(backbone.min_samples),
         "backbone": backbone.name,
@@ -242,8 +251,26 @@ def _steps_below(counts: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.arange(steps, device=counts.device)[None, :] < counts[:, None]
 
 
-class ProbabilityGraph(nn.Module):
-    """What is exported: (waveform, length) -> class probabilities of a (merged) classifier."""
+def output_names(classifier: EmotionClassifier) -> list[str]:
+    """The exported graph's outputs: `probabilities` for classes, `dimensions` and `dimensions_normalized`."""
+    names = ["probabilities"] if classifier.labels else []
+    return names + (["dimensions", "dimensions_normalized"] if classifier.dimensions else [])
+
+
+def named_outputs(classifier: EmotionClassifier, outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The classifier's raw outputs as the graph returns them, in `output_names` order."""
+    n = len(classifier.labels)
+    parts = (torch.softmax(outputs[:, :n], dim=-1),) if n else ()
+    if classifier.dimensions:
+        low = torch.tensor([d.low for d in classifier.dimensions], dtype=outputs.dtype, device=outputs.device)
+        high = torch.tensor([d.high for d in classifier.dimensions], dtype=outputs.dtype, device=outputs.device)
+        normalized = outputs[:, n:]
+        parts += (normalized * (high - low) + low, normalized)
+    return parts
+
+
+class OutputGraph(nn.Module):
+    """What is exported: (waveform, length) -> the named outputs (`output_names`) of a (merged) classifier."""
 
     def __init__(self, classifier: EmotionClassifier) -> None:
         super().__init__()
@@ -251,16 +278,16 @@ class ProbabilityGraph(nn.Module):
         backbone = classifier.backbone
         self.whisper = WhisperGraph(backbone) if isinstance(backbone, WhisperBackbone) else None
 
-    def forward(self, waveform: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.whisper is None:
-            logits = self.classifier(waveform, length)
+            outputs = self.classifier(waveform, length)
         else:
-            logits = self.classifier.head(*self.whisper(waveform, length))
-        return torch.softmax(logits, dim=-1)
+            outputs = self.classifier.head(*self.whisper(waveform, length))
+        return named_outputs(self.classifier, outputs)
 
 
 def _export(
-    graph: ProbabilityGraph, example: tuple[torch.Tensor, torch.Tensor], backbone: Backbone
+    graph: OutputGraph, example: tuple[torch.Tensor, torch.Tensor], backbone: Backbone
 ) -> torch.onnx.ONNXProgram:
     """The ONNX program of `graph`, with a dynamic batch and length."""
     try:
@@ -269,7 +296,7 @@ def _export(
                 graph,
                 example,
                 input_names=["waveform", "length"],
-                output_names=["probabilities"],
+                output_names=output_names(graph.classifier),
                 # Named axes are Dim.DYNAMIC to torch.export: it records its guards instead of refusing
                 # the ones its solver cannot prove (e.g. on the conv stack's floor divisions).
                 dynamic_shapes={"waveform": {0: "batch", 1: "samples"}, "length": {0: "batch"}},
@@ -297,13 +324,13 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _run_onnx(path: Path, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[np.ndarray]:
-    """onnxruntime's probabilities for each batch."""
+def _run_onnx(path: Path, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[list[np.ndarray]]:
+    """onnxruntime's outputs (`output_names` order) for each batch."""
     import onnxruntime  # an optional dependency (the `export` extra)
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return [
-        session.run(None, {"waveform": waveforms.numpy(), "length": lengths.numpy()})[0]
+        session.run(None, {"waveform": waveforms.numpy(), "length": lengths.numpy()})
         for waveforms, lengths in batches
     ]
 

@@ -17,8 +17,12 @@ Statistics = tuple[torch.Tensor, torch.Tensor]
 class EmotionHead(nn.Module):
     """Softmax-weighted sum of layer outputs, three 1x1 Conv1d, mean over valid frames, Linear-ReLU-Linear."""
 
-    def __init__(self, hidden_size: int, num_layers: int, num_classes: int, config: HeadConfig) -> None:
+    def __init__(
+        self, hidden_size: int, num_layers: int, num_outputs: int, config: HeadConfig, num_dimensions: int = 0
+    ) -> None:
         super().__init__()
+        # The last `num_dimensions` outputs are attribute scores in [0, 1] (a sigmoid keeps them on the scale).
+        self.num_dimensions = num_dimensions
         self.include_embedding = config.include_embedding
         self.normalization = config.normalization
         layers = num_layers + int(config.include_embedding)
@@ -39,7 +43,7 @@ class EmotionHead(nn.Module):
             nn.Conv1d(channels, channels, 1),
         )
         self.output_layers = nn.Sequential(
-            nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, num_classes)
+            nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, num_outputs)
         )
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -54,7 +58,8 @@ class EmotionHead(nn.Module):
     def forward(
         self, hidden_states: tuple[torch.Tensor, ...], frame_lengths: torch.Tensor, statistics: Statistics | None = None
     ) -> torch.Tensor:
-        """Logits [B, classes] from L+1 hidden states [B, T, D] and valid frame counts [B].
+        """Outputs [B, num_outputs] (class logits, then dimension values in [0, 1]) from L+1 hidden states
+        [B, T, D] and valid frame counts [B].
 
         `statistics` (mean, std), each [B, L+1, D], standardise each clip's layer outputs (with its
         speaker's, say); without them a normalising head uses its stored ones.
@@ -77,4 +82,8 @@ class EmotionHead(nn.Module):
         valid = torch.arange(frames.shape[-1], device=frames.device)[None, :] < frame_lengths[:, None]
         valid = valid[:, None, :].to(frames.dtype)
         pooled = (frames * valid).sum(dim=-1) / frame_lengths[:, None].clamp(min=1).to(frames.dtype)
-        return self.output_layers(pooled)
+        outputs = self.output_layers(pooled)
+        if not self.num_dimensions:
+            return outputs
+        split = outputs.shape[-1] - self.num_dimensions
+        return torch.cat([outputs[:, :split], torch.sigmoid(outputs[:, split:])], dim=-1)

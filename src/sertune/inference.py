@@ -31,6 +31,7 @@ from sertune.audio import load_audio, resample
 from sertune.backbones import Backbone
 from sertune.backbones.whisper import HOP_LENGTH
 from sertune.checkpoint import backbone_from_source, load_classifier, read_metadata
+from sertune.corpora.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.model import EmotionClassifier
 from sertune.precision import resolve_precision
@@ -103,6 +104,10 @@ class Predictor:
         return self.classifier.labels
 
     @property
+    def dimensions(self) -> list[Dimension]:
+        return self.classifier.dimensions
+
+    @property
     def sample_rate(self) -> int:
         return self.audio.sample_rate
 
@@ -125,6 +130,7 @@ class Predictor:
             eval_max_seconds=self.default_plan.whole_limit / self.sample_rate,
             precision=self.precision,
             normalization=self.classifier.head_config.normalization,
+            dimensions=[dimension.to_dict() for dimension in self.dimensions],
         )
 
     # -- preparing input -----------------------------------------------------------------------
@@ -240,12 +246,13 @@ class Predictor:
 
     def logits(self, waves: Sequence[np.ndarray], statistics: tuple[np.ndarray, np.ndarray] | None = None
                ) -> np.ndarray:
-        """Raw logits [len(waves), classes] of each waveform taken whole, in batches.
+        """Raw outputs [len(waves), classes + dimensions] of each waveform taken whole, in batches: the class
+        logits, then the dimensions normalised to [0, 1].
 
         `statistics` (mean, std [layers + 1, hidden]) normalise every wave's layer outputs, e.g. those of
         the waves' own speaker; without them a speaker-normalised head uses its training statistics.
         """
-        output = np.zeros((len(waves), len(self.labels)), dtype=np.float32)
+        output = np.zeros((len(waves), len(self.labels) + len(self.dimensions)), dtype=np.float32)
         for batch in self._batches([len(wave) for wave in waves]):
             output[batch] = self._forward([waves[i] for i in batch], statistics)
         if not np.isfinite(output).all():
@@ -286,14 +293,27 @@ class Predictor:
             logits = self.classifier(batch.to(device), lengths.to(device), statistics)
         return logits.float().cpu().numpy()
 
-    def _scores(self, logits: np.ndarray, wave: np.ndarray) -> dict[str, Any]:
-        probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).tolist()
-        return {
-            "label": self.labels[int(np.argmax(logits))],
-            "probabilities": dict(zip(self.labels, probabilities, strict=True)),
-            "logits": logits.tolist(),
-            "silent": is_silent(wave),
+    def _scores(self, outputs: np.ndarray, wave: np.ndarray) -> dict[str, Any]:
+        n = len(self.labels)
+        logits = outputs[:n]
+        probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy() if n else logits
+        return {**self._answer(probabilities, outputs[n:]), "logits": logits.tolist() if n else None,
+                "silent": is_silent(wave)}
+
+    def _answer(self, probabilities: np.ndarray, normalized: np.ndarray) -> dict[str, Any]:
+        """Label, probabilities and dimensions (both scales) from class probabilities and normalised values."""
+        answer: dict[str, Any] = {
+            "label": self.labels[int(np.argmax(probabilities))] if self.labels else None,
+            "probabilities": dict(zip(self.labels, probabilities.tolist(), strict=True)),
         }
+        if self.dimensions:
+            answer["dimensions"] = {
+                d.name: float(d.denormalize(float(value))) for d, value in zip(self.dimensions, normalized, strict=True)
+            }
+            answer["dimensions_normalized"] = {
+                d.name: float(value) for d, value in zip(self.dimensions, normalized, strict=True)
+            }
+        return answer
 
     def _assemble(self, wave: np.ndarray, parts: list[tuple[Span, np.ndarray]], source: str | None) -> Prediction:
         rate = self.sample_rate
@@ -301,13 +321,13 @@ class Predictor:
         if len(parts) == 1 and parts[0][0] == (0, len(wave)):
             return Prediction(**self._scores(parts[0][1], wave), duration=duration, source=source, model=self.name)
         windows = [
-            WindowPrediction(**self._scores(logits, wave[start:end]), start=start / rate, end=end / rate)
-            for (start, end), logits in parts
+            WindowPrediction(**self._scores(outputs, wave[start:end]), start=start / rate, end=end / rate)
+            for (start, end), outputs in parts
         ]
-        mean = np.mean([[w.probabilities[label] for label in self.labels] for w in windows], axis=0)
+        probabilities = np.mean([[w.probabilities[label] for label in self.labels] for w in windows], axis=0)
+        normalized = np.mean([[w.dimensions_normalized[d.name] for d in self.dimensions] for w in windows], axis=0)
         return Prediction(
-            label=self.labels[int(np.argmax(mean))],
-            probabilities=dict(zip(self.labels, mean.tolist(), strict=True)),
+            **self._answer(probabilities if self.labels else np.zeros(0), normalized if self.dimensions else None),
             logits=None,
             silent=is_silent(wave),
             duration=duration,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sertune.corpora.dimensions import DIMENSIONS
 from sertune.errors import SertuneError
 from sertune.fileio import read_json
 from sertune.head_config import HeadConfig, upgrade_saved_head
@@ -68,8 +69,12 @@ NON_EMPTY = Rule(bool, "a non-empty string")
 COUNT = Rule(lambda value: value >= 0, "a non-negative integer")
 PROBABILITY = Rule(lambda value: 0 <= value <= 1, "a number from 0 to 1")
 LABELS = Rule(
-    lambda labels: len(labels) >= 2 and all(labels) and len(set(labels)) == len(labels),
-    "a list of at least two distinct, non-empty strings",
+    lambda labels: len(labels) != 1 and all(labels) and len(set(labels)) == len(labels),
+    "a list of distinct, non-empty strings: at least two, or none for a dimensional run",
+)
+DIMENSION_NAMES = Rule(lambda name: name in DIMENSIONS, f"one of {', '.join(DIMENSIONS)}")
+DIMENSION = Section(
+    (Field("name", str, rule=DIMENSION_NAMES), Field("low", float), Field("high", float)), closed=True
 )
 # Ranges the config dataclasses leave unchecked but torch would refuse with a traceback.
 CONFIG_RULES: dict[type, dict[str, Rule]] = {
@@ -143,6 +148,8 @@ SCHEMA = Section(
         Field("labels", list[str], rule=LABELS),
         Field("parameters", PARAMETERS),
         Field("audio", AUDIO, required=False),
+        # The attribute dimensions a dimensional or multitask run predicts, after the classes.
+        Field("dimensions", list[dict], required=False),
     )
 )
 
@@ -162,6 +169,7 @@ def validate_metadata(data: Any, origin: str | Path) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise _Invalid(f"the file must hold a JSON object, got {_shown(data)}")
         _check_section(data, SCHEMA, "")
+        _check_dimensions(data)
         backbone = data["backbone"]
         _check_section(backbone["source"], SOURCE_KINDS.get(backbone["source"]["kind"], BY_NAME), "backbone.source")
         tuning = _build(TuningConfig, data["tuning"], "tuning")
@@ -177,6 +185,19 @@ def validate_metadata(data: Any, origin: str | Path) -> dict[str, Any]:
     except _Invalid as error:
         raise SertuneError(f"{origin}: {error}") from None
     return data
+
+
+def _check_dimensions(data: dict[str, Any]) -> None:
+    dimensions = data.get("dimensions", [])
+    for index, dimension in enumerate(dimensions):
+        _check_section(dimension, DIMENSION, f"dimensions[{index}]")
+        if not dimension["low"] < dimension["high"]:
+            raise _Invalid(f"dimensions[{index}]: low must be below high, got {dimension['low']}, {dimension['high']}")
+    names = [dimension["name"] for dimension in dimensions]
+    if len(set(names)) != len(names):
+        raise _Invalid(f"dimensions names {names} repeat")
+    if not data["labels"] and not dimensions:
+        raise _Invalid("labels is empty and there are no dimensions: the run predicts nothing")
 
 
 def _check_section(values: Any, section: Section, where: str) -> None:

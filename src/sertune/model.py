@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from sertune.backbones.base import Backbone
+from sertune.corpora.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.head import EmotionHead, HeadConfig, Statistics
 from sertune.tuning import TuningConfig, activate, attach, merge_lora
@@ -16,7 +19,8 @@ CANONICAL_ADAPTER = "default"
 
 
 class EmotionClassifier(nn.Module):
-    """Backbone + tuning methods + head. `forward(waveforms, lengths)` returns logits [B, classes].
+    """Backbone + tuning methods + head. `forward(waveforms, lengths)` returns outputs [B, classes + dimensions]:
+    the class logits, then one value per attribute dimension (normalised to [0, 1] by its corpus scale).
 
     Several classifiers may share one backbone under different `adapter_name`s (each forward
     activates its own adapter); they then share the encoder's memory.
@@ -29,19 +33,24 @@ class EmotionClassifier(nn.Module):
         tuning: TuningConfig,
         head: HeadConfig | None = None,
         *,
+        dimensions: Sequence[Dimension] = (),
         adapter_name: str = CANONICAL_ADAPTER,
     ) -> None:
         super().__init__()
-        if len(labels) < 2:
-            raise SertuneError(f"a classifier needs at least two classes, got {labels}")
+        if len(labels) == 1 or not (labels or dimensions):
+            raise SertuneError(f"a classifier needs at least two classes or one dimension, got classes {list(labels)}")
         self.backbone = backbone
         self.labels = list(labels)
+        self.dimensions = list(dimensions)
         self.tuning_config = tuning
         self.head_config = head or HeadConfig()
         self.adapter_name = adapter_name
         self.merged = False
         attach(backbone, tuning, adapter_name)
-        self.head = EmotionHead(backbone.hidden_size, backbone.num_layers, len(labels), self.head_config)
+        outputs = len(self.labels) + len(self.dimensions)
+        self.head = EmotionHead(
+            backbone.hidden_size, backbone.num_layers, outputs, self.head_config, num_dimensions=len(self.dimensions)
+        )
         self.head.to(backbone.device)
         self.trained_names = [name for name, p in self.named_parameters() if p.requires_grad]
         # Saved beside the trained tensors: the head's normalisation statistics, set from the data.
@@ -50,7 +59,7 @@ class EmotionClassifier(nn.Module):
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, statistics: Statistics | None = None
     ) -> torch.Tensor:
-        """Logits [B, classes]; `statistics` normalise each clip's layer outputs (see `EmotionHead.forward`)."""
+        """Outputs [B, classes + dimensions]; `statistics` normalise each clip's layer outputs (see the head)."""
         if self.backbone.tuning.active != self.adapter_name:
             activate(self.backbone, self.adapter_name)
         encoded = self.backbone.encode(waveforms, lengths)

@@ -22,13 +22,16 @@ DEFAULT_BATCH_SIZE = 8
 # -- results ---------------------------------------------------------------------------------------
 @dataclass
 class Scores:
-    """What the classifier says about one stretch of audio."""
+    """What the model says about one stretch of audio: its class (None for a model without classes) and
+    probabilities, and its attribute dimensions on the training corpus's scale and normalised to [0, 1]."""
 
-    label: str
+    label: str | None
     probabilities: dict[str, float]
-    # Raw logits of one forward pass; None for a windowed clip, whose answer averages probabilities.
+    # Raw class logits of one forward pass; None for a windowed clip, whose answer averages probabilities.
     logits: list[float] | None
     silent: bool
+    dimensions: dict[str, float] | None = None
+    dimensions_normalized: dict[str, float] | None = None
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Prediction(Scores):
     """The answer for one input: its label and probabilities, and the windows it was cut into (if any).
 
     For a windowed clip `probabilities` is the mean of the windows' probabilities and `label` their
-    argmax.
+    argmax; its dimensions are the mean of the windows'.
     """
 
     duration: float = 0.0
@@ -77,6 +80,8 @@ class ModelInfo:
     # The head's normalisation of layer outputs ("speaker", "global" or "none"): a "speaker" model
     # normalises each clip here with its training speakers' statistics (see docs/training.md).
     normalization: str = "none"
+    # The attribute dimensions it predicts with their corpus scales: [{"name", "low", "high"}, ...].
+    dimensions: list[dict[str, Any]] = field(default_factory=list)
 
 
 # -- settings ------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from sertune.checkpoint import METADATA
 from sertune.errors import SertuneError
 from sertune.metrics import summarize_folds
+from sertune.task_config import selection_score
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,9 @@ class ResolvedRun:
 def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun:
     """The checkpoint behind a checkpoint, fold or run directory (docs/runs.md).
 
-    A run directory serves its fold with the highest dev UAR at the selected epoch (test scores
-    never choose), unless `fold` names one. A run of `sertune baseline` is refused: it has no model.
+    A run directory serves its fold with the highest dev score (UAR; mean CCC for dimensions) at the
+    selected epoch (test scores never choose), unless `fold` names one. A run of `sertune baseline` is
+    refused: it has no model.
     """
     root = Path(path)
     if not root.exists():
@@ -57,17 +59,18 @@ def resolve_run(path: str | os.PathLike, fold: str | None = None) -> ResolvedRun
 
 
 def best_fold(run: Path) -> str:
-    """The finished fold of `run` with the highest dev UAR (ties: the first by name)."""
+    """The finished fold of `run` with the highest dev score (UAR, mean CCC, or both: `selection_score`;
+    ties: the first by name)."""
     candidates: list[tuple[float, str]] = []
     baseline_folds = 0
     metrics_paths = sorted((run / "folds").glob("*/metrics.json"))
     for metrics_path in metrics_paths:
         metrics = read_fold_metrics(metrics_path)
         baseline_folds += is_baseline_fold(metrics)
-        uar = (metrics.get("dev") or {}).get("uar")
+        value = selection_score(metrics.get("dev") or {})
         checkpoint = metrics_path.parent / "checkpoint" / METADATA
-        if metrics.get("complete") and uar is not None and checkpoint.is_file():
-            candidates.append((float(uar), metrics_path.parent.name))
+        if metrics.get("complete") and value is not None and checkpoint.is_file():
+            candidates.append((value, metrics_path.parent.name))
     if not candidates and metrics_paths and baseline_folds == len(metrics_paths):
         raise SertuneError(_baseline_message(run))
     if not candidates:
@@ -112,6 +115,8 @@ def run_summary(
     parameters: dict[str, int] | None,
     checkpoint_bytes: int | None,
     failed_folds: dict[str, str],
+    task: str = "categorical",
+    dimensions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The content of summary.json (docs/runs.md) from the folds' metrics.json contents."""
     unknown = [fold["test_unknown_speaker"] for fold in folds.values() if "test_unknown_speaker" in fold]
@@ -120,7 +125,9 @@ def run_summary(
         "corpus_dir": corpus_dir,
         "backbone": backbone,
         "method": method,
+        "task": task,
         "labels": labels,
+        **({"dimensions": dimensions} if dimensions else {}),
         "parameters": parameters,
         "checkpoint_bytes": checkpoint_bytes,
         "folds": {

@@ -22,6 +22,7 @@ from sertune.backbones import load_backbone
 from sertune.checkpoint import WEIGHTS, read_metadata
 from sertune.config import RunConfig, config_from_dict, dump_yaml, read_yaml
 from sertune.corpora import Corpus, Fold, load_corpus
+from sertune.corpora.dimensions import corpus_dimensions
 from sertune.corpora.folds import overlap_message, speaker_overlaps
 from sertune.corpora.manifest import FOLDS as FOLDS_FILE
 from sertune.errors import SertuneError
@@ -131,12 +132,15 @@ def warn_if_few_steps(config: RunConfig, folds: list[Fold], num_processes: int =
     return steps
 
 
-def check_model(config: RunConfig, labels: list[str]) -> None:
-    """Build the classifier once: a backbone that does not load, or tuning it refuses, fails here.
+def check_model(config: RunConfig, corpus: Corpus) -> None:
+    """Build the classifier once: a corpus without the task's scores, a backbone that does not load, or
+    tuning it refuses, fails here.
 
     Each fold builds its own classifier later (the tuning changes the encoder in place).
     """
-    EmotionClassifier(load_backbone(config.backbone), labels, config.tuning, config.head)
+    dimensions = corpus_dimensions(corpus, config.task.predicted_dimensions)
+    labels = corpus.labels if config.task.classifies else []
+    EmotionClassifier(load_backbone(config.backbone), labels, config.tuning, config.head, dimensions=dimensions)
 
 
 def write_run_config(out: Path, config: RunConfig) -> None:
@@ -224,7 +228,7 @@ def train_run(
     folds = select_folds(corpus, config.folds)
     check_folds(corpus, [fold for _, fold in folds], allow_speaker_overlap=tc.allow_speaker_overlap)
     check_run_directory(out, config, resume=resume)
-    check_model(config, corpus.labels)
+    check_model(config, corpus)
     if accelerator.is_main_process:
         warn_if_few_steps(config, [fold for _, fold in folds], accelerator.num_processes)
         write_run_config(out, config)
@@ -257,11 +261,26 @@ def train_run(
 
 
 def fold_line(name: str, metrics: dict[str, Any]) -> str:
-    """What is printed when a fold finishes: its test UAR, and as `predict` sees a clip if that differs."""
-    line = f"fold {name}: test UAR {metrics['test']['uar']:.1f}% at epoch {metrics['best_epoch']}"
+    """What is printed when a fold finishes: its test UAR and/or CCC, and as `predict` sees a clip if that
+    differs."""
+    line = f"fold {name}: test {headline(metrics['test'])} at epoch {metrics['best_epoch']}"
     if "test_unknown_speaker" in metrics:
-        line += f" ({metrics['test_unknown_speaker']['uar']:.1f}% with each clip's speaker unknown)"
+        line += f" ({headline(metrics['test_unknown_speaker'])} with each clip's speaker unknown)"
     return line
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """A part's main figures in a few words: `UAR 61.2%`, `CCC arousal 0.712, valence 0.301`, or both."""
+    parts = []
+    if "uar" in metrics:
+        parts.append(f"UAR {metrics['uar']:.1f}%")
+    if "dimensions" in metrics:
+        values = ", ".join(
+            f"{name} {'undefined' if scores['ccc'] is None else format(scores['ccc'], '.3f')}"
+            for name, scores in metrics["dimensions"].items()
+        )
+        parts.append(f"CCC {values}")
+    return "; ".join(parts)
 
 
 def build_summary(
@@ -275,8 +294,10 @@ def build_summary(
             parameters = read_metadata(checkpoint)["parameters"]
             checkpoint_bytes = (checkpoint / WEIGHTS).stat().st_size
             break
+    dimensions = corpus_dimensions(corpus, config.task.predicted_dimensions)
     return run_summary(
-        corpus=corpus.name, corpus_dir=str(corpus.root), labels=corpus.labels,
+        corpus=corpus.name, corpus_dir=str(corpus.root), labels=corpus.labels if config.task.classifies else [],
+        task=config.task.kind, dimensions=[d.to_dict() for d in dimensions],
         backbone=config.backbone, method=config.tuning.method, folds=results,
         parameters=parameters, checkpoint_bytes=checkpoint_bytes, failed_folds=failures,
     )

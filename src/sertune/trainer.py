@@ -15,14 +15,13 @@ import io
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
@@ -31,6 +30,7 @@ from sertune.backbones import load_backbone
 from sertune.checkpoint import WEIGHTS, save_classifier
 from sertune.config import RunConfig
 from sertune.corpora import Corpus, Fold, Utterance
+from sertune.corpora.dimensions import Dimension, corpus_dimensions, dimension_scores, score_text
 from sertune.data import WaveformDataset, collate_features, collate_waveforms, make_loader
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, predict_dataset, score
@@ -38,8 +38,10 @@ from sertune.feature_cache import FeatureCache, FeatureDataset, open_cache
 from sertune.feature_statistics import SpeakerNormalizer
 from sertune.fileio import atomic_path, write_json_atomic, write_text_atomic
 from sertune.model import EmotionClassifier
+from sertune.objective import Objective
 from sertune.progress import progress_bar
 from sertune.sampler import LengthBucketBatchSampler, balance_weights
+from sertune.task_config import selection_score
 
 log = logging.getLogger(__name__)
 CHECKPOINT, STATE_DIR, METRICS, PREDICTIONS = "checkpoint", "last", "metrics.json", "predictions.csv"
@@ -95,7 +97,10 @@ class FoldTrainer:
         self.fold_index = fold_index
         self.directory = directory
         self.on_epoch_end = on_epoch_end
-        self.labels = corpus.labels
+        task = config.task
+        # The classes the model predicts (none in a dimensional run), and its dimensions with their scales.
+        self.labels = corpus.labels if task.classifies else []
+        self.dimensions = corpus_dimensions(corpus, task.predicted_dimensions)
 
         torch.manual_seed(self.train_config.seed)  # weights a checkpoint lacks are drawn alike in every fold
         backbone = load_backbone(config.backbone, device=accelerator.device)
@@ -108,6 +113,21 @@ class FoldTrainer:
         # Clips encoded into the feature cache for this fold, and the seconds it took (not in any epoch).
         self.cache_fill: dict[str, Any] | None = None
         parts = {name: [corpus.by_id[i] for i in ids] for name, ids in fold.parts().items()}
+        # A dimensional run leaves out clips without a score (multitask keeps them for the classes).
+        self.unscored = {}
+        if not task.classifies:
+            names = task.predicted_dimensions
+            for name, clips in parts.items():
+                kept = [u for u in clips if not np.isnan(dimension_scores([u], names)).all()]
+                self.unscored[name] = len(clips) - len(kept)
+                parts[name] = kept
+            if any(self.unscored.values()):
+                log.info("fold %s: %s clip(s) without %s scores left out", fold.name,
+                         "/".join(f"{n} {part}" for part, n in self.unscored.items()), " or ".join(names))
+            empty = [name for name, clips in parts.items() if not clips]
+            if empty:
+                raise SertuneError(f"fold {fold.name}: no clip of its {', '.join(empty)} part has a "
+                                   f"{' or '.join(names)} score")
         normalization = config.head.normalization
         cache = None
         if store is not None:
@@ -118,15 +138,19 @@ class FoldTrainer:
             self._fill_cache(cache, backbone, clips, store)
         # Seeded here, after any encoding: the same initial weights in every fold, cache filled or not.
         torch.manual_seed(self.train_config.seed)
-        self.classifier = EmotionClassifier(backbone, self.labels, config.tuning, config.head)
+        self.classifier = EmotionClassifier(
+            backbone, self.labels, config.tuning, config.head, dimensions=self.dimensions
+        )
         self.classifier.to(accelerator.device)
         self.normalizer = SpeakerNormalizer(cache, parts, normalization) if normalization != "none" else None
         if self.normalizer is not None:
             self.classifier.head.set_statistics(*self.normalizer.training_statistics(accelerator.device))
         self.splits = self._build_splits(parts, cache)
         self.sample_weights = training_weights(parts["train"], self.train_config.balance)
-        train_labels = [self.labels.index(u.label) for u in parts["train"]]
-        self.class_weights = class_weights(train_labels, len(self.labels)) if self.train_config.class_weights else None
+        train_labels = [corpus.labels.index(u.label) for u in parts["train"]]
+        weighted = task.classifies and self.train_config.class_weights
+        weights = class_weights(train_labels, len(self.labels)) if weighted else None
+        self.objective = Objective(task, len(self.labels), weights)
 
         trainable = self.classifier.head if self.uses_cache else self.classifier
         parameters = [p for p in trainable.parameters() if p.requires_grad]
@@ -144,17 +168,29 @@ class FoldTrainer:
         )
         self.augment = WaveformAugment(sample_rate=self.sample_rate) if self.train_config.augment else None
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": 0, "uar": -1.0, "dev": None}
+        # `score`: `selection_score` of the dev metrics (None until an epoch has a defined one).
+        self.best: dict[str, Any] = {"epoch": 0, "score": None, "dev": None}
 
     # -- data --------------------------------------------------------------------------------
     def _build_splits(self, parts: dict[str, list[Utterance]], cache: FeatureCache | None) -> dict[str, Split]:
-        tc, backbone = self.train_config, self.classifier.backbone
+        splits = self._datasets(parts, cache)
+        if self.dimensions:
+            names = [d.name for d in self.dimensions]
+            for split in splits.values():
+                scores = dimension_scores(split.utterances, names)
+                split.dataset.targets = np.stack(
+                    [d.normalize(scores[:, i]) for i, d in enumerate(self.dimensions)], axis=1
+                ).astype(np.float32)
+        return splits
+
+    def _datasets(self, parts: dict[str, list[Utterance]], cache: FeatureCache | None) -> dict[str, Split]:
+        tc, backbone, labels = self.train_config, self.classifier.backbone, self.corpus.labels
         eval_samples = round(tc.eval_max_seconds * self.sample_rate)
         train_samples = round(tc.max_seconds * self.sample_rate)
         if not self.uses_cache:
             return {
                 name: Split(clips, WaveformDataset(
-                    clips, self.labels, sample_rate=self.sample_rate,
+                    clips, labels, sample_rate=self.sample_rate,
                     max_samples=train_samples if name == "train" else eval_samples,
                     random_crop=name == "train", seed=tc.seed,
                 ), collate_waveforms)
@@ -164,7 +200,7 @@ class FoldTrainer:
         eval_frames = int(backbone.frame_lengths(torch.tensor([eval_samples]))[0])
         return {
             name: Split(clips, FeatureDataset(
-                clips, self.labels, cache,
+                clips, labels, cache,
                 max_frames=train_frames if name == "train" else eval_frames,
                 max_seconds=tc.max_seconds if name == "train" else tc.eval_max_seconds,
                 random_crop=name == "train", seed=tc.seed,
@@ -186,7 +222,7 @@ class FoldTrainer:
                               disable=not accelerator.is_main_process) as bar:
                 backbone.eval()
                 cache.fill(
-                    backbone, missing, self.labels, batch_size=self.train_config.eval_batch_size,
+                    backbone, missing, self.corpus.labels, batch_size=self.train_config.eval_batch_size,
                     num_replicas=accelerator.num_processes, rank=accelerator.process_index,
                     progress=lambda n: bar.update(n * accelerator.num_processes), store=store,
                 )
@@ -244,11 +280,8 @@ class FoldTrainer:
                 batch["input"] = self.augment(batch["input"], batch["length"], generator)
             sync = (step + 1) % tc.grad_accum == 0 or step + 1 == steps
             with accelerator.no_sync(self.model) if not sync else contextlib.nullcontext():
-                logits = self._forward(self.model, batch, "train", generator)
-                loss = F.cross_entropy(
-                    logits.float(), batch["label"].to(logits.device),
-                    weight=None if self.class_weights is None else self.class_weights.to(logits.device),
-                )
+                outputs = self._forward(self.model, batch, "train", generator)
+                loss = self.objective.loss(outputs, batch["label"], batch.get("target"))
                 self._check_finite(loss, epoch, step)
                 accelerator.backward(loss / tc.grad_accum)
             if sync:
@@ -330,6 +363,8 @@ class FoldTrainer:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.history, self.best = state["history"], state["best"]
+        if "uar" in self.best:  # a state saved before selection scores: dev UAR in percent
+            self.best["score"] = self.best.pop("uar") / 100
         self.cache_fill = state.get("cache_fill") or self.cache_fill
         log.info("fold %s: resuming after epoch %d", self.fold.name, state["epoch"])
         return int(state["epoch"])
@@ -359,21 +394,21 @@ class FoldTrainer:
                 began = time.perf_counter()
                 train_loss, train_seconds = self._train_epoch(epoch)
                 dev = self._predict("dev")
-                dev_loss = dev.loss(self.class_weights)
-                dev_metrics = score(dev, self.splits["dev"].utterances, self.labels)
+                dev_loss = dev.loss(self.objective)
+                dev_metrics = self._score(dev, "dev")
                 lr = self.optimizer.param_groups[0]["lr"]
                 if self.scheduler is not None:
                     self.scheduler.step(dev_loss)
-                row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss, "dev_uar": dev_metrics["uar"],
+                row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+                       **({"dev_uar": dev_metrics["uar"]} if self.labels else {}),
+                       **({"dev_ccc": dev_metrics["ccc_mean"]} if self.dimensions else {}),
                        "lr": lr, "train_seconds": train_seconds, "seconds": time.perf_counter() - began}
                 self.history.append(row)
-                improved = dev_metrics["uar"] > self.best["uar"]
-                if improved:
-                    self.best = {"epoch": epoch, "uar": dev_metrics["uar"], "dev": dev_metrics}
-                self._save_epoch(epoch, improved)
+                self._select(epoch, dev_metrics)
                 if writer is not None:
-                    for key in ("train_loss", "dev_loss", "dev_uar", "lr"):
-                        writer.add_scalar(key, row[key], epoch)
+                    for key in ("train_loss", "dev_loss", "dev_uar", "dev_ccc", "lr"):
+                        if row.get(key) is not None:
+                            writer.add_scalar(key, row[key], epoch)
                     writer.flush()
                 self.accelerator.wait_for_everyone()
                 if self.on_epoch_end is not None:
@@ -382,6 +417,19 @@ class FoldTrainer:
             if writer is not None:
                 writer.close()
         return self._finish()
+
+    def _select(self, epoch: int, dev_metrics: dict[str, Any]) -> None:
+        """Keep this epoch's checkpoint if its dev score is the best so far (the first epoch's in any case:
+        a dev part with an undefined score, e.g. constant attribute scores, must still leave a model)."""
+        value = selection_score(dev_metrics)
+        best = self.best["score"]
+        improved = self.best["epoch"] == 0 or (value is not None and (best is None or value > best))
+        if improved:
+            self.best = {"epoch": epoch, "score": value, "dev": dev_metrics}
+        self._save_epoch(epoch, improved)
+
+    def _score(self, predictions: Predictions, part: str) -> dict[str, Any]:
+        return score(predictions, self.splits[part].utterances, self.labels, self.dimensions)
 
     def _finish(self) -> dict[str, Any]:
         tensors = load_file(str(self.directory / CHECKPOINT / WEIGHTS))
@@ -394,20 +442,21 @@ class FoldTrainer:
         if self.normalizer is not None and self.normalizer.per_speaker:
             # What `predict` and `serve` give a clip of a speaker they know nothing about.
             alone = self._predict("test", unknown_speakers=True)
-            unknown["test_unknown_speaker"] = score(alone, self.splits["test"].utterances, self.labels)
+            unknown["test_unknown_speaker"] = self._score(alone, "test")
         result = self._metrics(
             complete=True,
             dev=self.best["dev"],
-            test=score(test, self.splits["test"].utterances, self.labels),
+            test=self._score(test, "test"),
             **unknown,
             counts={
                 **{name: len(split.utterances) for name, split in self.splits.items()},
                 "test_skipped": [self.splits["test"].utterances[i].id for i in skipped],
+                **({"unscored": self.unscored} if self.unscored else {}),
             },
         )
         if self.accelerator.is_main_process:
-            write_text_atomic(self.directory / PREDICTIONS, predictions_csv(test, self.splits["test"].utterances,
-                                                                             self.labels))
+            text = predictions_csv(test, self.splits["test"].utterances, self.labels, self.dimensions)
+            write_text_atomic(self.directory / PREDICTIONS, text)
             write_json_atomic(self.directory / METRICS, result)
             # The whole folder: a write killed in an earlier start may have left a temporary beside the state.
             shutil.rmtree(self.directory / STATE_DIR, ignore_errors=True)
@@ -424,13 +473,27 @@ def training_weights(utterances: list[Utterance], balance: str) -> np.ndarray | 
     return balance_weights([keys(u) for u in utterances])
 
 
-def predictions_csv(predictions: Predictions, utterances: list[Utterance], labels: list[str]) -> str:
-    """One row per test clip: id, true label, predicted label and the logits (repr-exact floats)."""
+def predictions_csv(
+    predictions: Predictions, utterances: list[Utterance], labels: list[str], dimensions: Sequence[Dimension] = ()
+) -> str:
+    """One row per test clip: id, true label, and for classes the predicted label and the logits, for
+    dimensions the true and predicted scores on the corpus scale (repr-exact floats; true '' if unscored)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["id", "label", "predicted", *(f"logit_{name}" for name in labels)])
-    for index, logits in zip(predictions.indices, predictions.logits, strict=True):
+    header = ["id", "label"]
+    if labels:
+        header += ["predicted", *(f"logit_{name}" for name in labels)]
+    for dimension in dimensions:
+        header += [f"true_{dimension.name}", f"predicted_{dimension.name}"]
+    writer.writerow(header)
+    for index, outputs in zip(predictions.indices, predictions.logits, strict=True):
         utterance = utterances[index]
-        predicted = labels[int(np.argmax(logits))]
-        writer.writerow([utterance.id, utterance.label, predicted, *(repr(float(x)) for x in logits)])
+        line = [utterance.id, utterance.label]
+        if labels:
+            logits = outputs[: len(labels)]
+            line += [labels[int(np.argmax(logits))], *(repr(float(x)) for x in logits)]
+        for column, dimension in enumerate(dimensions):
+            predicted = float(dimension.denormalize(float(outputs[len(labels) + column])))
+            line += [score_text(utterance.extras, dimension.name), repr(predicted)]
+        writer.writerow(line)
     return out.getvalue()

@@ -6,10 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def mean_std(summary: Mapping[str, Any], width: int = 0) -> str:
+def mean_std(summary: Mapping[str, Any], width: int = 0, digits: int = 1) -> str:
     """'62.0 ± 3.5' for a mean/std entry of `summarize_folds`, and only '62.0' when the std is null (one fold).
 
-    `width` pads the mean, so that it lines up with per-fold numbers printed above it.
+    `width` pads the mean, so that it lines up with per-fold numbers printed above it; `digits` after the
+    point (3 for CCCs). A metric no fold defines (mean null) reads 'undefined'.
     """
-    spread = f" ± {summary['std']:.1f}" if summary.get("std") is not None else ""
-    return f"{summary['mean']:{width}.1f}{spread}"
+    if summary.get("mean") is None:
+        return "undefined"
+    spread = f" ± {summary['std']:.{digits}f}" if summary.get("std") is not None else ""
+    return f"{summary['mean']:{width}.{digits}f}{spread}"

@@ -2,7 +2,7 @@
 
 RUN_DIR is a run (its fold with the best dev UAR, or --fold), a fold or a checkpoint directory. The
 export is compared with PyTorch on speech clips (espeak-ng sentences, or --audio files); OUT.onnx is
-written only if their class probabilities agree within 1e-3.
+written only if their outputs (class probabilities, dimensions) agree within 1e-3.
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {report.checkpoint} ({report.backbone}, {report.method}) to {report.path}")
     print(f"  file size       {report.size_bytes / 1e6:.1f} MB")
     print(
-        f"  max abs diff    {report.max_abs_diff:.2e} in probabilities, onnxruntime vs PyTorch "
+        f"  max abs diff    {report.max_abs_diff:.2e} in the outputs, onnxruntime vs PyTorch "
         f"({report.clips} clips in two batches, tolerance {report.tolerance:g})"
     )
-    print(f"  labels          {', '.join(report.labels)} (output order; also in the file's metadata)")
+    if report.labels:
+        print(f"  labels          {', '.join(report.labels)} (output order; also in the file's metadata)")
+    if report.dimensions:
+        print(f"  dimensions      {', '.join(report.dimensions)} (outputs dimensions on the corpus scale and "
+              "dimensions_normalized; scales in the file's metadata)")
     print(f"  export time     {report.seconds:.1f} s")
     return 0

@@ -14,13 +14,13 @@ import functools
 import glob
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sertune.errors import SertuneError
 from sertune.options import add_precision_argument
-from sertune.prediction import DEFAULT_BATCH_SIZE, Prediction
+from sertune.prediction import DEFAULT_BATCH_SIZE, Prediction, Scores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,43 +163,54 @@ def run(args: argparse.Namespace) -> int:
                 results.append(prediction)
             progress.update()
     if results:
-        write_results(results, predictor.labels, "json" if args.json else "csv" if args.csv else "table")
+        dimensions = [d.name for d in predictor.dimensions]
+        write_results(results, predictor.labels, "json" if args.json else "csv" if args.csv else "table", dimensions)
     if failed:
         print(f"sertune predict: {failed} input(s) failed, {len(results)} predicted", file=sys.stderr)
     return 1 if failed else 0
 
 
-def write_results(results: list[Prediction], labels: list[str], style: str) -> None:
-    """Print predictions on stdout as a table, JSON or CSV."""
+def write_results(results: list[Prediction], labels: list[str], style: str, dimensions: Sequence[str] = ()) -> None:
+    """Print predictions on stdout as a table, JSON or CSV: class probabilities, then each dimension on the
+    training corpus's scale (CSV also normalised, as `<dimension>_normalized`)."""
     if style == "json":
         json.dump([{"input": r.source, **r.to_dict()} for r in results], sys.stdout, indent=2)
         print()
     elif style == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["input", "segment", "start", "end", "label", "silent", *labels])
+        normalized = [f"{name}_normalized" for name in dimensions]
+        writer.writerow(["input", "segment", "start", "end", "label", "silent", *labels, *dimensions, *normalized])
         for r in results:
-            writer.writerow([r.source, "clip", 0.0, r.duration, r.label, r.silent, *_probabilities(r, labels)])
-            for w in r.windows or []:
-                writer.writerow([r.source, "window", w.start, w.end, w.label, w.silent, *_probabilities(w, labels)])
+            rows = [("clip", 0.0, r.duration, r)] + [("window", w.start, w.end, w) for w in r.windows or []]
+            for segment, start, end, scores in rows:
+                writer.writerow([r.source, segment, start, end, scores.label or "", scores.silent,
+                                 *(f"{value:.6f}" for value in _values(scores, labels, dimensions, normalized=True))])
     else:
-        print(_table(results, labels))
+        print(_table(results, labels, dimensions))
 
 
-def _probabilities(scores: Prediction, labels: list[str]) -> list[str]:
-    return [f"{scores.probabilities[label]:.6f}" for label in labels]
+def _values(scores: Scores, labels: Sequence[str], dimensions: Sequence[str], *, normalized: bool = False
+            ) -> list[float]:
+    """The class probabilities, then the dimensions on the corpus scale (then normalised, if asked)."""
+    values = [scores.probabilities[label] for label in labels]
+    values += [scores.dimensions[name] for name in dimensions]
+    if normalized:
+        values += [scores.dimensions_normalized[name] for name in dimensions]
+    return values
 
 
-def _table(results: list[Prediction], labels: list[str]) -> str:
+def _table(results: list[Prediction], labels: list[str], dimensions: Sequence[str]) -> str:
     width = max([len("input"), *(len(r.source or "") for r in results)])
-    columns = [f"{label[:8]:>8}" for label in labels]
+    columns = [f"{name[:8]:>8}" for name in (*labels, *dimensions)]
     lines = [f"{'input':<{width}}  {'label':<10} {' '.join(columns)}  note"]
+
+    def line(first: str, scores: Scores, notes: list[str]) -> str:
+        values = " ".join(f"{value:>8.3f}" for value in _values(scores, labels, dimensions))
+        return f"{first:<{width}}  {scores.label or '-':<10} {values}  {'; '.join(notes)}".rstrip()
+
     for r in results:
-        probabilities = " ".join(f"{r.probabilities[label]:>8.3f}" for label in labels)
         notes = [f"{len(r.windows)} windows, {r.duration:.1f} s"] if r.windows else []
-        notes += ["silent"] if r.silent else []
-        lines.append(f"{r.source:<{width}}  {r.label:<10} {probabilities}  {'; '.join(notes)}".rstrip())
+        lines.append(line(r.source, r, notes + (["silent"] if r.silent else [])))
         for w in r.windows or []:
-            span = f"  {w.start:.1f}-{w.end:.1f} s"
-            probabilities = " ".join(f"{w.probabilities[label]:>8.3f}" for label in labels)
-            lines.append(f"{span:<{width}}  {w.label:<10} {probabilities}  {'silent' if w.silent else ''}".rstrip())
+            lines.append(line(f"  {w.start:.1f}-{w.end:.1f} s", w, ["silent"] if w.silent else []))
     return "\n".join(lines)

@@ -16,9 +16,11 @@ from typing import Any
 from sertune.commands._format import mean_std
 from sertune.commands._help import show_default
 from sertune.config import BALANCES, PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
+from sertune.corpora.dimensions import DIMENSIONS, parse_dimensions
 from sertune.errors import SertuneError
 from sertune.options import add_tuning_arguments
 from sertune.precision import PRECISIONS
+from sertune.task_config import DIMENSION_LOSSES, TASKS, TaskConfig
 
 CHOICES = {"precision": PRECISIONS, "balance": BALANCES}
 TRAIN_HELP = {
@@ -64,10 +66,34 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe, e.g. paper")
     parser.add_argument("--resume", action="store_true", default=False, help="continue the run in --out")
     add_tuning_arguments(parser, with_defaults=False)
+    _add_task_options(parser.add_argument_group("task (docs/training.md)"))
     group = parser.add_argument_group("training")
     for field in dataclasses.fields(TrainConfig):
         _add_train_option(group, field)
     parser.set_defaults(func=run)
+
+
+def _dimensions(text: str) -> list[str]:
+    try:
+        return parse_dimensions(text)
+    except SertuneError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_task_options(group: argparse._ArgumentGroup) -> None:
+    defaults = TaskConfig()
+    show_default(group.add_argument(
+        "--task", dest="kind", choices=TASKS, help="predict emotion classes, attribute dimensions, or both"
+    ), defaults.kind)
+    show_default(group.add_argument(
+        "--dimensions", type=_dimensions, help="comma-separated attribute dimensions to predict"
+    ), ",".join(defaults.dimensions))
+    show_default(group.add_argument(
+        "--dim-loss", choices=DIMENSION_LOSSES, help="dimensional loss: 1 - CCC per dimension, or squared error"
+    ), defaults.dim_loss)
+    show_default(group.add_argument(
+        "--dim-weight", type=float, help="multitask: weight of the dimensional loss beside the cross-entropy"
+    ), defaults.dim_weight)
 
 
 def _add_train_option(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
@@ -98,6 +124,14 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def summary_figures(test: dict[str, Any]) -> str:
+    """Mean ± std over folds of the run's main figures: UAR and/or each dimension's CCC."""
+    figures = [f"UAR {mean_std(test['uar'])}%"] if "uar" in test else []
+    ccc = [name for name in DIMENSIONS if f"dimensions.{name}.ccc" in test]
+    figures += [f"CCC {name} {mean_std(test[f'dimensions.{name}.ccc'], digits=3)}" for name in ccc]
+    return ", ".join(figures)
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the settings, train every fold, and print the test UAR over folds."""
     import logging
@@ -118,14 +152,12 @@ def run(args: argparse.Namespace) -> int:
     if not config.corpus:
         raise SertuneError("give the prepared corpus directory (or `corpus:` in --config)")
     summary = train_run(config, args.out, resume=args.resume)
-    uar = summary["test"]["uar"]
-    print(
-        f"{summary['corpus']} {summary['backbone']} {summary['method']}: test UAR "
-        f"{mean_std(uar)}% over {uar['n']} fold(s); run saved in {args.out}"
-    )
+    test = summary["test"]
+    print(f"{summary['corpus']} {summary['backbone']} {summary['method']}: test {summary_figures(test)} over "
+          f"{max(entry['n'] for entry in test.values())} fold(s); run saved in {args.out}")
     if "test_unknown_speaker" in summary:
         print(f"  with each test clip's speaker unknown (as `predict` and `serve` see a clip): "
-              f"{mean_std(summary['test_unknown_speaker']['uar'])}%")
+              f"{summary_figures(summary['test_unknown_speaker'])}")
     from sertune.references import compare_with_references, find_references
 
     lines, _ = compare_with_references(summary, find_references(args.out, summary))

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sertune.corpora.dimensions import corpus_scales, shared_scales
 from sertune.corpora.folds import check_speaker_disjoint
 from sertune.corpora.labels import DEFAULT_CLASSES, LabelSet, resolve_label_set
 from sertune.corpora.manifest import REPORT, Corpus, Fold, Utterance, load_corpus, write_corpus_files
@@ -193,7 +194,10 @@ def combine(
     except SertuneError as error:
         raise SertuneError(f"combine: {error}") from None
     report.protocol, report.folds = protocol, len(folds)
-    combined = Corpus(out, name, classes, sorted(utterances, key=lambda u: u.id), folds, protocol)
+    scales, dropped = shared_scales(corpus_scales(corpus) for _, corpus in corpora)
+    report.warnings += [f"{dimension} scores are left out of dimensional training: the inputs rate them on different "
+                        "scales, or not all of them have any" for dimension in dropped]
+    combined = Corpus(out, name, classes, sorted(utterances, key=lambda u: u.id), folds, protocol, scales)
     write_corpus_files(combined, seed=0)
     report.save(out / REPORT)
     return combined, report

@@ -90,4 +90,6 @@ def scan(source: Path, report: PrepareReport) -> list[Candidate]:
     return candidates
 
 
-SPEC = CorpusSpec("iemocap", CLASSES, session_protocol, scan, merges={"excited": "happy"})
+# Annotators rated each attribute on a 1-5 self-assessment-manikin scale.
+SCALES = {"arousal": (1.0, 5.0), "valence": (1.0, 5.0), "dominance": (1.0, 5.0)}
+SPEC = CorpusSpec("iemocap", CLASSES, session_protocol, scan, merges={"excited": "happy"}, scales=SCALES)

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from sertune.errors import SertuneError
 from sertune.fileio import write_json_atomic, write_text_atomic
@@ -67,6 +68,8 @@ class Corpus:
     utterances: list[Utterance]
     folds: list[Fold]
     protocol: str = ""
+    # Each attribute dimension's rating scale (low, high), e.g. {"arousal": (1, 5)}; empty: none recorded.
+    scales: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @cached_property
     def by_id(self) -> dict[str, Utterance]:
@@ -114,6 +117,7 @@ def write_corpus_files(corpus: Corpus, seed: int) -> None:
             "labels": corpus.labels,
             "protocol": corpus.protocol,
             "seed": seed,
+            **({"scales": {name: list(scale) for name, scale in corpus.scales.items()}} if corpus.scales else {}),
             "folds": [{"name": fold.name, **fold.parts()} for fold in corpus.folds],
         },
     )
@@ -221,4 +225,19 @@ def load_corpus(directory: str | Path) -> Corpus:
         raise SertuneError(f"{folds_path}: 'labels' must be a non-empty list of class names")
     utterances = _read_manifest(manifest_path, root, labels)
     folds = _parse_folds(folds_path, data, {u.id for u in utterances})
-    return Corpus(root, str(data.get("corpus", root.name)), labels, utterances, folds, str(data.get("protocol", "")))
+    name, protocol = str(data.get("corpus", root.name)), str(data.get("protocol", ""))
+    return Corpus(root, name, labels, utterances, folds, protocol, _parse_scales(folds_path, data.get("scales", {})))
+
+
+def _parse_scales(path: Path, data: Any) -> dict[str, tuple[float, float]]:
+    if not isinstance(data, dict):
+        raise SertuneError(f"{path}: 'scales' must map dimension names to [low, high]; {REBUILD}")
+    scales = {}
+    for name, scale in data.items():
+        numbers = isinstance(scale, list) and len(scale) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in scale
+        )
+        if not numbers or scale[0] >= scale[1]:
+            raise SertuneError(f"{path}: scale of {name!r} must be [low, high] with low < high, got {scale!r}")
+        scales[str(name)] = (float(scale[0]), float(scale[1]))
+    return scales

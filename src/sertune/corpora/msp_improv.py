@@ -62,4 +62,6 @@ def scan(source: Path, report: PrepareReport) -> list[Candidate]:
     return candidates
 
 
-SPEC = CorpusSpec("msp-improv", CLASSES, session_protocol, scan)
+# Attributes were rated on 5-point scales (1-5).
+SCALES = {"arousal": (1.0, 5.0), "valence": (1.0, 5.0), "dominance": (1.0, 5.0)}
+SPEC = CorpusSpec("msp-improv", CLASSES, session_protocol, scan, scales=SCALES)

@@ -73,4 +73,6 @@ def make_folds(utterances: list[Utterance], seed: int) -> tuple[str, list[Fold]]
     return "official Train / Development / Test sets", folds
 
 
-SPEC = CorpusSpec("msp-podcast", CLASSES, make_folds, scan)
+# The consensus attribute scores are averages of 7-point ratings (1-7).
+SCALES = {"arousal": (1.0, 7.0), "valence": (1.0, 7.0), "dominance": (1.0, 7.0)}
+SPEC = CorpusSpec("msp-podcast", CLASSES, make_folds, scan, scales=SCALES)

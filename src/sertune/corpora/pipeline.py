@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sertune.audio import DEFAULT_SAMPLE_RATE, AudioInfo, audio_info
 from sertune.corpora.cache import cache_audio
+from sertune.corpora.dimensions import check_scores
 from sertune.corpora.folds import Protocol, speaker_overlaps
 from sertune.corpora.labels import resolve_label_set
 from sertune.corpora.manifest import REPORT, Corpus, Utterance, write_corpus_files
@@ -50,6 +51,8 @@ class CorpusSpec:
     merges: dict[str, str] = field(default_factory=dict)  # extra classes folded into the default set
     # The scanner given the user's text encoding (`prepare --encoding`); only user-written sources have one.
     scan_with_encoding: Callable[[Path, PrepareReport, str], list[Candidate]] | None = None
+    # The rating scale (low, high) of each attribute dimension the corpus scores (sertune.corpora.dimensions).
+    scales: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def label_name(codes: dict[str, str], code: str, where: str, report: PrepareReport) -> str | None:
@@ -120,6 +123,7 @@ def write_corpus(
         if info.sample_rate != DEFAULT_SAMPLE_RATE or info.channels != 1:
             report.note(candidate.id, _format_note(info))
         extras = {**candidate.extras, "source_label": candidate.label}
+        report.warnings.extend(check_scores(extras, spec.scales, candidate.where))
         utterances.append(
             Utterance(
                 candidate.id,
@@ -143,7 +147,9 @@ def write_corpus(
         raise SertuneError(f"nothing was kept from {report.source}; see {out / REPORT}")
     report.protocol, folds = spec.make_folds(utterances, seed)
     report.folds = len(folds)
-    corpus = Corpus(out, spec.name, classes, sorted(utterances, key=lambda u: u.id), folds, report.protocol)
+    corpus = Corpus(
+        out, spec.name, classes, sorted(utterances, key=lambda u: u.id), folds, report.protocol, dict(spec.scales)
+    )
     report.warnings.extend(speaker_overlaps(folds, corpus.by_id))
     write_corpus_files(corpus, seed)
     report.save(out / REPORT)

@@ -89,6 +89,10 @@ PROFILES = {
     "happy": Prosody(pitch=40, range=220, rate=110, volume=125),
 }
 JITTER = Prosody(pitch=16, range=50, rate=12, volume=28)  # per-utterance standard deviations
+# Valence on the 1-5 scale by emotion, and the per-clip spread around it (see `attributes`).
+VALENCE = {"neutral": 3.0, "angry": 1.8, "sad": 1.7, "happy": 4.3}
+VALENCE_JITTER = 0.4
+SCALES = {"arousal": (1.0, 5.0), "valence": (1.0, 5.0), "dominance": (1.0, 5.0)}
 
 
 @dataclass(frozen=True)
@@ -159,22 +163,56 @@ def _plan(settings: SynthSettings) -> list[_Job]:
     return jobs
 
 
-def _ssml(job: _Job, rng: np.random.Generator) -> str:
+def _prosody(job: _Job, rng: np.random.Generator) -> Prosody:
+    """The clip's prosody: its emotion's profile, its speaker's pitch and rate, and the clip's jitter."""
     mean = PROFILES[job.emotion]
-    pitch = mean.pitch + job.speaker.pitch + rng.normal(0, JITTER.pitch)
-    pitch_range = max(10.0, mean.range + rng.normal(0, JITTER.range))
-    rate = max(50.0, mean.rate * job.speaker.rate / 100 + rng.normal(0, JITTER.rate))
-    volume = max(20.0, mean.volume + rng.normal(0, JITTER.volume))
-    return (
-        f'<speak><prosody pitch="{pitch:+.1f}%" range="{pitch_range:.1f}%" rate="{rate:.1f}%" '
-        f'volume="{volume:.1f}%">{SENTENCES[job.sentence]}</prosody></speak>'
+    return Prosody(
+        pitch=mean.pitch + job.speaker.pitch + rng.normal(0, JITTER.pitch),
+        range=max(10.0, mean.range + rng.normal(0, JITTER.range)),
+        rate=max(50.0, mean.rate * job.speaker.rate / 100 + rng.normal(0, JITTER.rate)),
+        volume=max(20.0, mean.volume + rng.normal(0, JITTER.volume)),
     )
 
 
-def _render(job: _Job, espeak: str, snr: float, target: Path) -> None:
+def _ssml(job: _Job, prosody: Prosody) -> str:
+    return (
+        f'<speak><prosody pitch="{prosody.pitch:+.1f}%" range="{prosody.range:.1f}%" rate="{prosody.rate:.1f}%" '
+        f'volume="{prosody.volume:.1f}%">{SENTENCES[job.sentence]}</prosody></speak>'
+    )
+
+
+def _squash(z: float) -> float:
+    """A standardised deviation onto the 1-5 scale, 3 at the neutral point, never reaching the ends."""
+    return 3.0 + 2.0 * float(np.tanh(z))
+
+
+def attributes(job: _Job, prosody: Prosody) -> dict[str, str]:
+    """Arousal, valence and dominance of a clip on a 1-5 scale, from what made it (docs/corpora.md).
+
+    Arousal follows loudness, speaking rate and pitch range, each as its deviation from neutral speech
+    in units of the spread between the profiles; valence is the emotion's (happy high; angry and sad
+    low) with per-clip jitter; dominance follows loudness up and pitch down (anger dominant, sadness
+    submissive). Deviations are taken from the speaker's own rate and pitch, as a listener would.
+    """
+    loud = (prosody.volume - PROFILES["neutral"].volume) / 60
+    fast = (prosody.rate - job.speaker.rate) / 20
+    lively = (prosody.range - PROFILES["neutral"].range) / 90
+    high = (prosody.pitch - job.speaker.pitch) / 30
+    jitter = np.random.default_rng((*job.seed, 1)).normal(0, VALENCE_JITTER)
+    values = {
+        "arousal": _squash((loud + fast + lively) / 3),
+        "valence": float(np.clip(VALENCE[job.emotion] + jitter, 1.0, 5.0)),
+        "dominance": _squash(0.8 * loud - 0.4 * high),
+    }
+    return {name: f"{value:.3f}" for name, value in values.items()}
+
+
+def _render(job: _Job, espeak: str, snr: float, target: Path) -> dict[str, str]:
+    """Write the clip to `target`; returns its attributes."""
     rng = np.random.default_rng(job.seed)
+    prosody = _prosody(job, rng)
     result = subprocess.run(
-        [espeak, "-m", "-v", job.speaker.voice, "--stdout", _ssml(job, rng)], capture_output=True, check=False
+        [espeak, "-m", "-v", job.speaker.voice, "--stdout", _ssml(job, prosody)], capture_output=True, check=False
     )
     if result.returncode != 0 or not result.stdout:
         raise SertuneError(f"espeak-ng failed for {job.uid}: {result.stderr.decode(errors='replace').strip()}")
@@ -184,6 +222,7 @@ def _render(job: _Job, espeak: str, snr: float, target: Path) -> None:
         power = float(np.mean(wave**2)) / (10 ** (snr / 10))
         wave = wave + rng.normal(0, np.sqrt(power), len(wave)).astype(np.float32)
     write_flac(target, np.clip(wave, -1, 1))
+    return attributes(job, prosody)
 
 
 def synthesize(
@@ -197,13 +236,14 @@ def synthesize(
     jobs = _plan(settings)
     bar = progress_bar(len(jobs), "synth", "clip", disable=not progress)
 
-    def render(job: _Job) -> None:
-        _render(job, espeak, settings.snr, cache_path(out, job.uid))
+    def render(job: _Job) -> dict[str, str]:
+        scores = _render(job, espeak, settings.snr, cache_path(out, job.uid))
         bar.update()
+        return scores
 
     # Each job spends its time in an espeak-ng process or in numpy/soxr, so threads use the cores.
     with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        list(pool.map(render, jobs))
+        scores = list(pool.map(render, jobs))
     bar.close()
     candidates = [
         Candidate(
@@ -213,13 +253,13 @@ def synthesize(
             job.speaker.name,
             job.speaker.gender,
             job.uid,
-            {"voice": job.speaker.voice, "sentence": str(job.sentence)},
+            {"voice": job.speaker.voice, "sentence": str(job.sentence), **attributes_of_job},
         )
-        for job in jobs
+        for job, attributes_of_job in zip(jobs, scores, strict=True)
     ]
     report = PrepareReport(corpus="synthetic", source=f"espeak-ng, {settings}")
     corpus = write_corpus(SPEC, candidates, out, report, workers=settings.workers, seed=settings.seed)
     return corpus, report
 
 
-SPEC = CorpusSpec("synthetic", DEFAULT_CLASSES, speaker_protocol(N_FOLDS))
+SPEC = CorpusSpec("synthetic", DEFAULT_CLASSES, speaker_protocol(N_FOLDS), scales=SCALES)

@@ -19,10 +19,11 @@ from typing import Any
 
 from sertune.config import SECTIONS, TOP_LEVEL, RunConfig, field_names, merge_settings, resolve_config
 from sertune.errors import SertuneError
+from sertune.task_config import TaskConfig
 from sertune.tuning.config import parse_method, setting_acts_on
 
 SPEC_KEYS = ("base", "grid", "exclude", "preset", "slurm")
-ALIASES = {"method": "tuning.method", "rank": "tuning.lora_rank", "alpha": "tuning.lora_alpha"}
+ALIASES = {"method": "tuning.method", "rank": "tuning.lora_rank", "alpha": "tuning.lora_alpha", "task": "task.kind"}
 # The parameter each method part shows in a cell's label: lora-r16, adapter-d128, prompt-p5.
 LABEL_PARAMETERS = {"lora": ("r", "lora_rank"), "adapter": ("d", "adapter_dim"),
                     "parallel-adapter": ("d", "adapter_dim"), "prompt": ("p", "prompt_length")}
@@ -67,7 +68,10 @@ def canonical_key(key: str) -> str:
 
 def spec_hash(config: RunConfig) -> str:
     """The stable id of a resolved config: the first 12 hex digits of the SHA-256 of its canonical JSON."""
-    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    data = config.to_dict()
+    if data["task"] == TaskConfig().to_dict():
+        del data["task"]  # categorical cells keep the ids they had before runs had a task
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
