@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from sertune.baseline import ALPHA_GRID, mfcc_baseline, mfcc_features, ridge_regression
-from sertune.corpora.dimensions import DIMENSIONS
 from sertune.corpora.manifest import load_corpus
 from sertune.corpora.synthetic import SynthSettings, synthesize
 from sertune.dimension_metrics import concordance
+from sertune.dimensions import DIMENSIONS
 from sertune.errors import SertuneError
 
 pytestmark = [

@@ -147,7 +147,9 @@ def test_failed_parity_check_leaves_no_file(
     speech: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_run = export._run_onnx
-    monkeypatch.setattr(export, "_run_onnx", lambda path, batches: [[p + 0.01 for p in parts] for parts in real_run(path, batches)])
+    monkeypatch.setattr(
+        export, "_run_onnx", lambda path, batches: [[p + 0.01 for p in parts] for parts in real_run(path, batches)]
+    )
 
     with pytest.raises(SertuneError, match="disagrees with PyTorch") as error:
         export.export_classifier(_tiny("wav2vec2"), tmp_path / "model.onnx", [speech[:16000], speech[:10000]])

@@ -22,9 +22,9 @@ from sklearn.preprocessing import StandardScaler
 from transformers.audio_utils import mel_filter_bank
 
 from sertune.audio import DEFAULT_SAMPLE_RATE, load_audio
-from sertune.corpora.dimensions import DIMENSIONS, Dimension, corpus_dimensions, dimension_scores, parse_dimensions
 from sertune.corpora.manifest import Corpus, Fold, load_corpus
 from sertune.dimension_metrics import concordance, score_dimensions
+from sertune.dimensions import DIMENSIONS, Dimension, corpus_dimensions, dimension_scores, parse_dimensions
 from sertune.errors import SertuneError
 from sertune.fileio import write_json_atomic
 from sertune.metrics import score_predictions, summarize_folds

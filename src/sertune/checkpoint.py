@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from sertune import __version__
 from sertune.backbones import Backbone, build_backbone, load_backbone
-from sertune.corpora.dimensions import Dimension
+from sertune.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path, write_json_atomic
 from sertune.head import HeadConfig

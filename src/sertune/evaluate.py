@@ -17,9 +17,9 @@ from accelerate.utils import gather_object
 from torch.utils.data import Dataset
 
 from sertune.corpora import Utterance
-from sertune.corpora.dimensions import Dimension
 from sertune.data import make_loader
 from sertune.dimension_metrics import score_dimensions
+from sertune.dimensions import Dimension
 from sertune.metrics import score_predictions
 from sertune.objective import Objective
 from sertune.sampler import ShardedEvalBatchSampler

@@ -31,7 +31,7 @@ from sertune.audio import load_audio, resample
 from sertune.backbones import Backbone
 from sertune.backbones.whisper import HOP_LENGTH
 from sertune.checkpoint import backbone_from_source, load_classifier, read_metadata
-from sertune.corpora.dimensions import Dimension
+from sertune.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.model import EmotionClassifier
 from sertune.precision import resolve_precision

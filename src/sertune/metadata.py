@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sertune.corpora.dimensions import DIMENSIONS
+from sertune.dimensions import DIMENSIONS
 from sertune.errors import SertuneError
 from sertune.fileio import read_json
 from sertune.head_config import HeadConfig, upgrade_saved_head

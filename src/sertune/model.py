@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sertune.backbones.base import Backbone
-from sertune.corpora.dimensions import Dimension
+from sertune.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.head import EmotionHead, HeadConfig, Statistics
 from sertune.tuning import TuningConfig, activate, attach, merge_lora

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sertune.corpora.dimensions import DIMENSIONS, parse_dimensions
+from sertune.dimensions import DIMENSIONS, parse_dimensions
 from sertune.errors import SertuneError
 
 TASKS = ("categorical", "dimensional", "multitask")

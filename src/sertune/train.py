@@ -22,9 +22,9 @@ from sertune.backbones import load_backbone
 from sertune.checkpoint import WEIGHTS, read_metadata
 from sertune.config import RunConfig, config_from_dict, dump_yaml, read_yaml
 from sertune.corpora import Corpus, Fold, load_corpus
-from sertune.corpora.dimensions import corpus_dimensions
 from sertune.corpora.folds import overlap_message, speaker_overlaps
 from sertune.corpora.manifest import FOLDS as FOLDS_FILE
+from sertune.dimensions import corpus_dimensions
 from sertune.errors import SertuneError
 from sertune.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from sertune.head_config import upgrade_saved_head

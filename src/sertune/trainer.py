@@ -30,8 +30,8 @@ from sertune.backbones import load_backbone
 from sertune.checkpoint import WEIGHTS, save_classifier
 from sertune.config import RunConfig
 from sertune.corpora import Corpus, Fold, Utterance
-from sertune.corpora.dimensions import Dimension, corpus_dimensions, dimension_scores, score_text
 from sertune.data import WaveformDataset, collate_features, collate_waveforms, make_loader
+from sertune.dimensions import Dimension, corpus_dimensions, dimension_scores, score_text
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, predict_dataset, score
 from sertune.feature_cache import FeatureCache, FeatureDataset, open_cache

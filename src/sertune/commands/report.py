@@ -1,13 +1,15 @@
 """`sertune report DIR...`: tables (markdown, CSV) and plots (PNG) of trained runs, or of sweeps.
 
 Run directories: one run's report goes to RUN_DIR/report/, several runs' to ./report/ unless --out says
-otherwise, and the cross-run UAR table is printed. Paths that are not runs, or runs with no finished fold
+otherwise, and the cross-run UAR table (runs with emotion classes) and CCC table (runs with attribute
+dimensions: dimensional and multitask runs) are printed. Paths that are not runs, or runs with no finished fold
 yet, are skipped with a warning (`sertune report runs/*`); unfinished runs are reported with their
 finished folds.
 
 Sweep directories (they hold sweep.json, written by `sertune sweep`): the study's report, per corpus
 (docs/report.md), goes to SWEEP_DIR/report/ for one sweep, ./report/ for several; each corpus's test
-UAR table (backbone × method) is printed. Sweeps and runs are not reported together.
+UAR table (backbone × method) is printed, and its average-CCC table when it has cells with dimensions.
+Sweeps and runs are not reported together.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _report_sweeps(args: argparse.Namespace) -> int:
     from sertune.report import Study, default_sweep_out_dir, load_sweeps, write_sweep_report
-    from sertune.report.study_tables import metric_grid
+    from sertune.report.study_tables import headline_grids
     from sertune.report.sweeps import NOT_RUN, SKIPPED
 
     sweeps = load_sweeps(args.runs)
@@ -56,8 +58,8 @@ def _report_sweeps(args: argparse.Namespace) -> int:
     out = args.out or default_sweep_out_dir(sweeps)
     written = write_sweep_report(sweeps, out, resamples=args.resamples)
     for corpus in study.corpora:
-        table = metric_grid(*study.on(corpus))
-        print(f"{corpus}: {table.title}\n\n{table.to_markdown()}")
+        for table in headline_grids(*study.on(corpus)):
+            print(f"{corpus}: {table.title}\n\n{table.to_markdown()}")
     waiting = sum(cell.status == NOT_RUN for cell in study.cells)
     pending = f"; {waiting} cell(s) not run yet" if waiting else ""
     print(f"wrote {len(written)} files to {out}/ (see {out / 'report.md'}){pending}")
@@ -65,8 +67,8 @@ def _report_sweeps(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report and print its UAR table(s)."""
-    from sertune.report import default_out_dir, is_sweep, load_runs, uar_table, write_report
+    """Write the report and print its UAR and CCC table(s)."""
+    from sertune.report import ccc_table, default_out_dir, is_sweep, load_runs, uar_table, write_report
 
     sweeps = [path for path in args.runs if is_sweep(path)]
     if sweeps and len(sweeps) < len(args.runs):
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"sertune report: warning: skipped {message}", file=sys.stderr)
     out = args.out or default_out_dir(runs)
     written = write_report(runs, out)
-    table = uar_table(runs)
-    print(f"{table.title}\n\n{table.to_markdown()}")
+    tables = [uar_table(runs) if any(run.classifies for run in runs) else None, ccc_table(runs)]
+    for table in tables:
+        if table is not None:
+            print(f"{table.title}\n\n{table.to_markdown()}")
     print(f"wrote {len(written)} files to {out}/ (see {out / 'report.md'})")
     return 0

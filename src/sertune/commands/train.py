@@ -16,7 +16,7 @@ from typing import Any
 from sertune.commands._format import mean_std
 from sertune.commands._help import show_default
 from sertune.config import BALANCES, PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
-from sertune.corpora.dimensions import DIMENSIONS, parse_dimensions
+from sertune.dimensions import DIMENSIONS, parse_dimensions
 from sertune.errors import SertuneError
 from sertune.options import add_tuning_arguments
 from sertune.precision import PRECISIONS

@@ -21,11 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sertune.corpora.dimensions import corpus_scales, shared_scales
 from sertune.corpora.folds import check_speaker_disjoint
 from sertune.corpora.labels import DEFAULT_CLASSES, LabelSet, resolve_label_set
 from sertune.corpora.manifest import REPORT, Corpus, Fold, Utterance, load_corpus, write_corpus_files
 from sertune.corpora.report import PrepareReport
+from sertune.dimensions import corpus_scales, shared_scales
 from sertune.errors import SertuneError
 
 PROTOCOLS = ("per-corpus", "peft-ser-package", "leave-one-corpus-out")

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from sertune.audio import DEFAULT_SAMPLE_RATE, AudioInfo, audio_info
 from sertune.corpora.cache import cache_audio
-from sertune.corpora.dimensions import check_scores
 from sertune.corpora.folds import Protocol, speaker_overlaps
 from sertune.corpora.labels import resolve_label_set
 from sertune.corpora.manifest import REPORT, Corpus, Utterance, write_corpus_files
 from sertune.corpora.report import PrepareReport
+from sertune.dimensions import check_scores
 from sertune.errors import SertuneError
 
 GENDER_LETTERS = {"F": "female", "M": "male"}
@@ -51,7 +51,7 @@ class CorpusSpec:
     merges: dict[str, str] = field(default_factory=dict)  # extra classes folded into the default set
     # The scanner given the user's text encoding (`prepare --encoding`); only user-written sources have one.
     scan_with_encoding: Callable[[Path, PrepareReport, str], list[Candidate]] | None = None
-    # The rating scale (low, high) of each attribute dimension the corpus scores (sertune.corpora.dimensions).
+    # The rating scale (low, high) of each attribute dimension the corpus scores (sertune.dimensions).
     scales: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 

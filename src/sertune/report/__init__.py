@@ -3,24 +3,35 @@
 A run directory (docs/runs.md) is read into a `RunResult`, finished or not. Table builders return a
 `Table`, which renders to markdown (``mean ± std`` over folds) or to CSV (mean, std and number of folds
 in separate columns, rounded to 6 decimals so that float noise does not show). `write_report`
-writes every table and plot of a set of runs into one directory. A sweep directory (`sertune sweep`,
+writes every table and plot of a set of runs into one directory: UAR, confusion and fairness gaps for the
+runs with emotion classes (categorical, multitask), CCC, Pearson's r, MAE and CCC per gender for the runs
+with attribute dimensions (dimensional, multitask). A sweep directory (`sertune sweep`,
 sweep.json) is read with `load_sweeps` and reported by `write_sweep_report` (`sertune.report.study`): per
 corpus, backbone × method tables, parameters, fairness, paired bootstrap comparisons, and figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sertune.report.paired import PairedDifference, paired_bootstrap
-from sertune.report.plots import plot_confusion, plot_cross_corpus, plot_learning_curves, plot_uar_vs_parameters
+from sertune.report.plots import (
+    plot_confusion,
+    plot_cross_corpus,
+    plot_learning_curves,
+    plot_scatter,
+    plot_uar_vs_parameters,
+)
 from sertune.report.results import FoldResult, RunResult, RunSkipped, default_out_dir, load_run, load_runs
 from sertune.report.study import Study, write_sweep_report
 from sertune.report.sweeps import Sweep, SweepCell, default_sweep_out_dir, is_sweep, load_sweep, load_sweeps
 from sertune.report.tables import (
     Stat,
     Table,
+    ccc_details_table,
+    ccc_fairness_table,
+    ccc_table,
     cross_corpus_table,
     fairness_table,
     file_stems,
@@ -35,19 +46,28 @@ from sertune.report.writer import ReportWriter
 def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
     """Write report.md, the tables as CSV and the plots of `runs` into `out_dir`; returns the files written.
 
-    Cross-run files: `uar.csv`, `fairness.csv`, `parameters.csv`, `uar_vs_params.png`, and with evaluation
-    directories among the runs (`sertune evaluate`) `cross_corpus.csv` and `cross_corpus.png`. Per run, named
-    after its directory: `<run>-folds.csv`, `<run>-confusion.png` and, for runs trained in epochs (not
+    Cross-run files: `parameters.csv`; with runs that have emotion classes `uar.csv`, `fairness.csv`,
+    `uar_vs_params.png`, and with evaluation directories among them (`sertune evaluate`) `cross_corpus.csv` and
+    `cross_corpus.png`; with runs that have attribute dimensions `ccc.csv` (CCC per dimension),
+    `ccc_details.csv` (Pearson's r and MAE) and `ccc_fairness.csv` (CCC per gender and its gap). Per run, named
+    after its directory: `<run>-folds.csv`, for runs with classes `<run>-confusion.png`, for runs with
+    dimensions `<run>-scatter.png` (when its folds wrote predictions.csv) and, for runs trained in epochs (not
     baselines), `<run>-curves.png`.
     """
     files = ReportWriter(out_dir)
     out = files.out
-    sections = [
-        "# sertune report\n\n" + "".join(f"- `{run.path}`{run_status(run)}\n" for run in runs),
-        files.table("uar", uar_table(runs)),
-        files.table("fairness", fairness_table(runs)),
-        files.table("parameters", parameters_table(runs)),
-    ]
+    # The task is named per run only when it is not the same for all.
+    tasks = len({run.task for run in runs}) > 1
+    sections = ["# sertune report\n\n" + "".join(
+        f"- `{run.path}`{f' ({run.task})' if tasks else ''}{run_status(run)}\n" for run in runs
+    )]
+    if any(run.classifies for run in runs):
+        sections += [files.table("uar", uar_table(runs)), files.table("fairness", fairness_table(runs))]
+    for name, table in (("ccc", ccc_table(runs)), ("ccc_details", ccc_details_table(runs)),
+                        ("ccc_fairness", ccc_fairness_table(runs))):
+        if table is not None:
+            sections.append(files.table(name, table))
+    sections.append(files.table("parameters", parameters_table(runs)))
     plot = plot_uar_vs_parameters(runs, out / "uar_vs_params.png")
     if plot is not None:
         sections.append("## Test UAR vs trained parameters\n\n" + files.image(plot, "UAR vs trained parameters"))
@@ -57,11 +77,17 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
         sections += [files.table("cross_corpus", matrix), files.image(heat_map, "cross-corpus UAR") + "\n"]
     for run, stem in zip(runs, file_stems(runs), strict=True):
         sections.append(files.table(f"{stem}-folds", folds_table(run)))
-        plotters = [("confusion", plot_confusion)]
+        plotters: list[tuple[str, Callable[[RunResult, Path], Path | None]]] = []
+        if run.classifies:
+            plotters.append(("confusion", plot_confusion))
+        if run.dimensions:
+            plotters.append(("scatter", plot_scatter))
         if run.has_epochs:
             plotters.append(("curves", plot_learning_curves))
         for kind, plotter in plotters:
-            sections.append(files.image(plotter(run, out / f"{stem}-{kind}.png"), f"{stem} {kind}"))
+            path = plotter(run, out / f"{stem}-{kind}.png")
+            if path is not None:
+                sections.append(files.image(path, f"{stem} {kind}"))
     return files.finish(sections)
 
 
@@ -75,6 +101,9 @@ __all__ = [
     "Sweep",
     "SweepCell",
     "Table",
+    "ccc_details_table",
+    "ccc_fairness_table",
+    "ccc_table",
     "default_out_dir",
     "default_sweep_out_dir",
     "fairness_table",
@@ -88,6 +117,7 @@ __all__ = [
     "parameters_table",
     "plot_confusion",
     "plot_learning_curves",
+    "plot_scatter",
     "plot_uar_vs_parameters",
     "uar_table",
     "write_report",

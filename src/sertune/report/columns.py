@@ -31,6 +31,8 @@ from sertune.tuning.config import parse_method, setting_acts_on
 
 # Axes a study table lays out itself (rows, the table per corpus) or that the label already names.
 LAID_OUT = ("corpus", "backbone", "tuning.method")
+# Axes whose last part says too little on its own: `task=dimensional`, not `kind=dimensional`.
+AXIS_NAMES = {"task.kind": "task"}
 
 
 def method_parts(method: str) -> tuple[str, ...]:
@@ -62,8 +64,8 @@ def _by_tail(names: Sequence[str], tail: Callable[[str], str]) -> dict[str, str]
 
 
 def short_names(axes: Sequence[str]) -> dict[str, str]:
-    """Each axis by its last part (`train.lr` -> `lr`) unless two axes would share it."""
-    return _by_tail(axes, lambda axis: axis.rsplit(".", 1)[-1])
+    """Each axis by its last part (`train.lr` -> `lr`; `task.kind` -> `task`) unless two axes would share it."""
+    return _by_tail(axes, lambda axis: AXIS_NAMES.get(axis, axis.rsplit(".", 1)[-1]))
 
 
 def short_backbones(backbones: Sequence[str]) -> dict[str, str]:

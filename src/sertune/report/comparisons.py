@@ -7,7 +7,6 @@ and the table's notes count such clips. The statistics are those of `sertune.rep
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -15,26 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from sertune.errors import SertuneError
 from sertune.report.paired import RESAMPLES, SEED, paired_bootstrap
-from sertune.report.results import FOLDS, RunResult
+from sertune.report.results import FOLDS, PREDICTIONS, RunResult, read_prediction_rows
 from sertune.report.sweeps import SweepCell
 from sertune.report.tables import Cell, Table, unique
 
-PREDICTIONS = "predictions.csv"
 # A fold's test clips: id -> (true label, predicted label).
 FoldPredictions = dict[str, tuple[str, str]]
 
 
 def read_predictions(path: str | Path) -> FoldPredictions:
     """A fold's predictions.csv (columns id, label, predicted, logits) as id -> (true, predicted label)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise SertuneError(f"{path} cannot be read ({error}); retrain the fold to write it again") from None
-    if rows and not {"id", "label", "predicted"} <= set(rows[0]):
-        raise SertuneError(f"{path} has no id, label and predicted columns; retrain the fold to write it again")
+    rows = read_prediction_rows(path, ("id", "label", "predicted"))
     return {row["id"]: (row["label"], row["predicted"]) for row in rows}
 
 

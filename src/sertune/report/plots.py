@@ -1,4 +1,5 @@
-"""PNG plots of runs: confusion matrices, learning curves, UAR against trained parameters."""
+"""PNG plots of runs: confusion matrices, learning curves, UAR against trained parameters, and for dimensional
+runs predicted against true scores."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
+from sertune.dimension_metrics import concordance
 from sertune.errors import SertuneError
 from sertune.fileio import atomic_path
-from sertune.report.results import INCOMPLETE, RunResult
+from sertune.report.results import INCOMPLETE, RunResult, pooled_test_scores
 from sertune.report.tables import Stat, Table, row_labels, unique
 
 
@@ -24,7 +26,12 @@ def save_figure(figure: Figure, path: Path) -> Path:
 
 
 def plot_confusion(run: RunResult, path: str | Path) -> Path:
-    """Test confusion matrix summed over folds: row-normalised percentages, counts annotated."""
+    """Test confusion matrix summed over folds: row-normalised percentages, counts annotated.
+
+    Raises `SertuneError` for a run without emotion classes (a dimensional run: see `plot_scatter`).
+    """
+    if not run.classifies:
+        raise SertuneError(f"{run.path} is a {run.task} run: it has no classes, hence no confusion matrix")
     counts = np.sum([np.asarray(fold.test["confusion"]) for fold in run.folds], axis=0)
     totals = counts.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * counts, totals, out=np.zeros(counts.shape), where=totals > 0)
@@ -57,26 +64,32 @@ def log_count_axis(axes: Axes, counts: Sequence[float]) -> None:
         axes.set_xticks(ticks)
 
 
-CURVES = (("train_loss", "train loss"), ("dev_loss", "dev loss"), ("dev_uar", "dev UAR (%)"))
+CURVES = (("train_loss", "train loss"), ("dev_loss", "dev loss"), ("dev_uar", "dev UAR (%)"),
+          ("dev_ccc", "dev CCC (average over dimensions)"))
+LOSSES = ("train_loss", "dev_loss")
 
 
 def plot_learning_curves(run: RunResult, path: str | Path) -> Path:
-    """Train loss, dev loss and dev UAR per epoch, one line per fold, the selected epoch starred.
+    """Train loss, dev loss, and dev UAR and/or dev CCC (those the epochs record) per epoch, one line per fold,
+    the selected epoch starred.
 
     Raises `SertuneError` for a run without epochs (`run.has_epochs` is false: a baseline run).
     """
     if not run.has_epochs:
         raise SertuneError(f"{run.path} has no per-epoch history to plot (a baseline run is not trained in epochs)")
-    figure = Figure(figsize=(13, 3.8), layout="constrained")
-    panels = figure.subplots(1, len(CURVES))
+    # A categorical run's epochs record dev UAR, a dimensional run's dev CCC, a multitask run's both.
+    curves = [(key, title) for key, title in CURVES
+              if key in LOSSES or any(key in epoch for fold in run.folds for epoch in fold.epochs)]
+    figure = Figure(figsize=(4.3 * len(curves), 3.8), layout="constrained")
+    panels = figure.subplots(1, len(curves))
     for index, fold in enumerate(run.folds):
         color = f"C{index % 10}"
-        for axes, (key, _) in zip(panels, CURVES, strict=True):
+        for axes, (key, _) in zip(panels, curves, strict=True):
             points = {epoch["epoch"]: epoch[key] for epoch in fold.epochs if epoch.get(key) is not None}
             axes.plot(list(points), list(points.values()), color=color, label=fold.name)
             if fold.best_epoch in points:
                 axes.plot(fold.best_epoch, points[fold.best_epoch], marker="*", markersize=12, color=color)
-    for axes, (_, title) in zip(panels, CURVES, strict=True):
+    for axes, (_, title) in zip(panels, curves, strict=True):
         axes.set_title(title)
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -84,6 +97,44 @@ def plot_learning_curves(run: RunResult, path: str | Path) -> Path:
     panels[-1].plot([], [], "*", color="gray", markersize=12, label="selected epoch")
     panels[-1].legend(fontsize=8)
     figure.suptitle(f"{run.name}: {run.corpus}, {run.backbone}, {run.method}")
+    return save_figure(figure, Path(path))
+
+
+def _fold_ccc(run: RunResult, name: str) -> str:
+    # With one fold the mean over folds is the pooled CCC: not worth repeating.
+    entry = run.test_summary.get(f"dimensions.{name}.ccc") or {}
+    if entry.get("mean") is None or entry.get("std") is None:
+        return ""
+    return f", fold mean {entry['mean']:.3f} ± {entry['std']:.3f}"
+
+
+def plot_scatter(run: RunResult, path: str | Path) -> Path | None:
+    """Predicted against true test scores per dimension (a panel each), the test folds pooled, on the corpus
+    scale, with the identity line; each title gives the pooled CCC and, with several folds, the mean ± std of the
+    folds' CCCs (what the tables report).
+
+    Returns None when the run has no dimensions, or no fold has a predictions.csv.
+    """
+    scores = pooled_test_scores(run) if run.dimensions else {}
+    if not scores:
+        return None
+    figure = Figure(figsize=(0.6 + 4.0 * len(scores), 5.0), layout="constrained")
+    panels = figure.subplots(1, len(scores), squeeze=False)[0]
+    for axes, (name, (true, predicted)) in zip(panels, scores.items(), strict=True):
+        # The axes span the rating scale and whatever the model predicted beyond it.
+        bounds = [*run.scales.get(name, ()), *true, *predicted] or [0.0, 1.0]
+        low, high = min(bounds), max(bounds)
+        pad = 0.03 * (high - low or 1.0)
+        limits = (low - pad, high + pad)
+        axes.plot(limits, limits, color="gray", linestyle="--", linewidth=1, label="identity")
+        axes.scatter(true, predicted, s=12, alpha=0.6, color="C0", edgecolors="none")
+        pooled = concordance(true, predicted) if len(true) else None
+        ccc = "undefined" if pooled is None else f"{pooled:.3f}"
+        axes.set_title(f"{name} (n = {len(true)})\nCCC {ccc} pooled{_fold_ccc(run, name)}", fontsize=9)
+        axes.set(xlim=limits, ylim=limits, xlabel=f"true {name}", ylabel=f"predicted {name}", aspect="equal")
+        axes.grid(alpha=0.3)
+    panels[0].legend(fontsize=8, loc="upper left")
+    figure.suptitle(f"{run.name}: {run.corpus}, {run.backbone}, {run.method}: test, {len(run.folds)} fold(s) pooled")
     return save_figure(figure, Path(path))
 
 

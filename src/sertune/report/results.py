@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from sertune.corpora.manifest import FOLDS as CORPUS_FOLDS
+from sertune.dimensions import Scale
 from sertune.errors import SertuneError
 from sertune.fileio import read_json
 from sertune.metrics import summarize_folds
@@ -24,6 +28,10 @@ FOLDS = "folds"
 METRICS = "metrics.json"
 CHECKPOINT_METADATA = Path("checkpoint", "sertune.json")
 CHECKPOINT_WEIGHTS = Path("checkpoint", "adapter.safetensors")
+PREDICTIONS = "predictions.csv"
+
+# The tasks of sertune.task_config.TASKS; a run written before runs had a task is categorical.
+CATEGORICAL, DIMENSIONAL, MULTITASK = "categorical", "dimensional", "multitask"
 
 INCOMPLETE = "†"
 GROUP_UAR = "fairness.uar_per_group."
@@ -58,6 +66,8 @@ class RunResult:
     `complete` is whether `summary.json` exists; an unfinished run holds its finished folds only and
     names the others in `pending`. `failed` maps the folds that summary.json reports as failed (e.g. a
     diverged loss) to the reason. `test_summary` is `summarize_folds` over the folds' test metrics.
+    `task` is categorical, dimensional or multitask; `dimensions` names the attributes a dimensional or
+    multitask run predicts (none for a categorical run) and `scales` their corpus scales where recorded.
     """
 
     path: Path
@@ -74,6 +84,9 @@ class RunResult:
     checkpoint_bytes: int | None = None
     # For an evaluation directory (`sertune evaluate`): the corpus the run was trained on (`corpus` is the tested one).
     trained_on: str | None = None
+    task: str = CATEGORICAL
+    dimensions: list[str] = field(default_factory=list)
+    scales: dict[str, Scale] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -84,6 +97,11 @@ class RunResult:
     def has_epochs(self) -> bool:
         """Whether the run trained in epochs; a baseline run (sertune.baseline) has none, so no curves either."""
         return any(fold.epochs for fold in self.folds)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the run predicts emotion classes (categorical or multitask): UAR, confusion, fairness gaps."""
+        return self.task != DIMENSIONAL
 
     @property
     def partial(self) -> bool:
@@ -126,6 +144,35 @@ def corpus_name(corpus_dir: str | None) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         # The corpus may have moved since training; the name is only a column heading.
         return Path(corpus_dir).name
+
+
+def _task_of(
+    recorded_task: Any, recorded_dimensions: Any, labels: Sequence[str], folds: Sequence[FoldResult]
+) -> tuple[str, list[str], dict[str, Scale]]:
+    """The run's task, dimension names and scales.
+
+    The dimensions come from summary.json's or the checkpoint's `dimensions` entry ([{name, low, high}]),
+    else from the names the first fold's test metrics score; the task is the recorded one, else what the
+    labels and dimensions make it (a run from before runs had a task is categorical).
+    """
+    names: list[str] = []
+    scales: dict[str, Scale] = {}
+    for entry in recorded_dimensions or []:
+        if isinstance(entry, dict):
+            names.append(str(entry["name"]))
+            if entry.get("low") is not None and entry.get("high") is not None:
+                scales[names[-1]] = (float(entry["low"]), float(entry["high"]))
+        else:
+            names.append(str(entry))
+    if not names and folds:
+        names = list(folds[0].test.get("dimensions") or {})
+    if recorded_task:
+        task = str(recorded_task)
+    elif names:
+        task = MULTITASK if labels else DIMENSIONAL
+    else:
+        task = CATEGORICAL
+    return (task, [], {}) if task == CATEGORICAL else (task, names, scales)
 
 
 def _read_fold(fold_dir: Path) -> FoldResult | None:
@@ -174,18 +221,23 @@ def _finished_run(run_dir: Path) -> RunResult:
                 f"resume the training of that fold, or delete {path} to report the finished folds"
             )
         folds.append(fold)
+    labels = list(_require(summary, "labels", path, SUMMARY_ADVICE))
+    task, dimensions, scales = _task_of(summary.get("task"), summary.get("dimensions"), labels, folds)
     return RunResult(
         path=run_dir,
         corpus=str(_require(summary, "corpus", path, SUMMARY_ADVICE)),
         backbone=str(_require(summary, "backbone", path, SUMMARY_ADVICE)),
         method=str(_require(summary, "method", path, SUMMARY_ADVICE)),
-        labels=list(_require(summary, "labels", path, SUMMARY_ADVICE)),
+        labels=labels,
         folds=folds,
         test_summary=_require(summary, "test", path, SUMMARY_ADVICE),
         failed=dict(summary.get("failed_folds") or {}),
         parameters=summary.get("parameters"),
         checkpoint_bytes=summary.get("checkpoint_bytes"),
         trained_on=(summary.get("evaluation") or {}).get("trained_on"),
+        task=task,
+        dimensions=dimensions,
+        scales=scales,
     )
 
 
@@ -210,19 +262,25 @@ def _unfinished_run(run_dir: Path) -> RunResult:
     has_metadata = (first_fold / CHECKPOINT_METADATA).is_file()
     metadata = _read_json(first_fold / CHECKPOINT_METADATA, FOLD_ADVICE) if has_metadata else {}
     weights = first_fold / CHECKPOINT_WEIGHTS
+    # per_class_recall is keyed by the labels, in their order; a dimensional run has none.
+    labels = list(folds[0].test.get("per_class_recall") or {})
+    task_section = config.get("task") if isinstance(config.get("task"), dict) else {}
+    task, dimensions, scales = _task_of(task_section.get("kind"), metadata.get("dimensions"), labels, folds)
     return RunResult(
         path=run_dir,
         corpus=corpus_name(config.get("corpus")),
         backbone=str(config.get("backbone") or metadata.get("backbone", {}).get("name", "unknown")),
         method=str((config.get("tuning") or metadata.get("tuning") or {}).get("method", "unknown")),
-        # per_class_recall is keyed by the labels, in their order
-        labels=list(folds[0].test["per_class_recall"]),
+        labels=labels,
         folds=folds,
         test_summary=summarize_folds([fold.test for fold in folds]),
         complete=False,
         pending=pending,
         parameters=metadata.get("parameters"),
         checkpoint_bytes=weights.stat().st_size if weights.is_file() else None,
+        task=task,
+        dimensions=dimensions,
+        scales=scales,
     )
 
 
@@ -247,3 +305,53 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[str]]:
 def default_out_dir(runs: Sequence[RunResult]) -> Path:
     """Where a report goes without --out: RUN_DIR/report for one run, ./report for several."""
     return runs[0].path / "report" if len(runs) == 1 else DEFAULT_OUT
+
+
+def read_prediction_rows(path: str | Path, columns: Iterable[str]) -> list[dict[str, str]]:
+    """A fold's predictions.csv as rows by column name; raises `SertuneError` when it cannot be read or lacks
+    one of `columns`."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise SertuneError(f"{path} cannot be read ({error}); retrain the fold to write it again") from None
+    missing = [column for column in columns if column not in header]
+    if rows and missing:
+        raise SertuneError(f"{path} has no {', '.join(missing)} column(s); retrain the fold to write it again")
+    return rows
+
+
+def _score(text: str, path: Path, column: str) -> float:
+    # '' is an unscored clip (NaN); anything else must be a number.
+    if not text.strip():
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise SertuneError(
+            f"{path}: {column} holds {text!r}, not a number; retrain the fold to write it again"
+        ) from None
+
+
+def pooled_test_scores(run: RunResult) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per dimension of `run`, its (true, predicted) test scores pooled over the finished folds that have a
+    predictions.csv, on the corpus scale; clips without a true score are left out. {} when no fold has one."""
+    columns = [f"{which}_{name}" for name in run.dimensions for which in ("true", "predicted")]
+    pooled: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in run.dimensions}
+    found = False
+    for fold in run.folds:
+        path = run.path / FOLDS / fold.name / PREDICTIONS
+        if not path.is_file():
+            continue
+        found = True
+        for row in read_prediction_rows(path, columns):
+            for name, (true, predicted) in pooled.items():
+                score = _score(row[f"true_{name}"], path, f"true_{name}")
+                if not math.isnan(score):
+                    true.append(score)
+                    predicted.append(_score(row[f"predicted_{name}"], path, f"predicted_{name}"))
+    if not found:
+        return {}
+    return {name: (np.array(true), np.array(predicted)) for name, (true, predicted) in pooled.items()}

@@ -4,8 +4,12 @@ paired comparisons, then its figures; report.md links a CSV per table and embeds
 Files (`<corpus>` is the corpus name made safe for a file name): `cells.csv`, `<corpus>-uar.csv`,
 `<corpus>-macro_f1.csv`, `<corpus>-parameters.csv`, `<corpus>-fairness.csv`, `<corpus>-paired.csv`,
 `uar_vs_params.png`, `uar_vs_<axis>.png` per ablation axis (e.g. `uar_vs_lora_rank.png`), `fairness.png`
-and `report.md`. How columns are labelled is in `sertune.report.columns`; the paired statistics in
-`sertune.report.paired`.
+and `report.md`. A sweep may vary the task (`task.kind`): the UAR, macro-F1, fairness and paired tables and
+the figures are of the cells with emotion classes (categorical, multitask); a corpus with cells that have
+attribute dimensions (dimensional, multitask) also gets `<corpus>-ccc_mean.csv` (CCC averaged over the
+dimensions), `<corpus>-ccc_<dimension>.csv` per dimension and `<corpus>-ccc_fairness.csv` (CCC per gender).
+The paired bootstrap compares UAR only. How columns are labelled is in `sertune.report.columns`; the paired
+statistics in `sertune.report.paired`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from sertune.report.columns import all_axes, column_labels, short_names
 from sertune.report.comparisons import paired_table
 from sertune.report.paired import RESAMPLES, SEED
 from sertune.report.study_plots import ablation_axes, plot_ablation, plot_study_fairness, plot_study_uar_vs_parameters
-from sertune.report.study_tables import metric_grid, study_fairness_table, study_parameters_table
+from sertune.report.study_tables import (
+    ccc_grids,
+    classifying,
+    metric_grid,
+    regressing,
+    study_ccc_fairness_table,
+    study_fairness_table,
+    study_parameters_table,
+)
 from sertune.report.sweeps import NOT_RUN, Sweep, SweepCell
 from sertune.report.tables import Cell, Table, unique
 from sertune.report.writer import ReportWriter
@@ -63,11 +75,11 @@ def _status(cell: SweepCell) -> str:
 def cells_table(study: Study) -> Table:
     """Every cell of the sweeps: where it sits in the tables, its status and the folds it reports."""
     rows: list[list[Cell]] = [
-        [cell.sweep, cell.name, cell.corpus, cell.backbone, column, _status(cell),
+        [cell.sweep, cell.name, cell.corpus, cell.backbone, column, cell.task, _status(cell),
          len(cell.run.folds) if cell.run else None, str(cell.run_dir)]
         for cell, column in zip(study.cells, study.columns, strict=True)
     ]
-    header = ["sweep", "cell", "corpus", "backbone", "method", "status", "folds reported", "run"]
+    header = ["sweep", "cell", "corpus", "backbone", "method", "task", "status", "folds reported", "run"]
     return Table("Cells", header, rows)
 
 
@@ -81,6 +93,13 @@ def _sweep_line(sweep: Sweep) -> str:
 
 def _stem(corpus: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", corpus)
+
+
+PAIRED_UAR_ONLY = (
+    "The paired bootstrap compares test UAR only: the dimensional cells (no classes) are not compared; their "
+    "CCC is in the tables above."
+)
+FIGURES_UAR_ONLY = "The figures plot test UAR: the dimensional cells (no classes) are not in them."
 
 
 def write_sweep_report(
@@ -98,15 +117,28 @@ def write_sweep_report(
     for corpus in study.corpora:
         cells, columns = study.on(corpus)
         stem = _stem(corpus)
-        sections += [
-            f"## {corpus}\n",
-            files.table(f"{stem}-uar", metric_grid(cells, columns, "uar"), level=3),
-            files.table(f"{stem}-macro_f1", metric_grid(cells, columns, "macro_f1"), level=3),
-            files.table(f"{stem}-parameters", study_parameters_table(cells, columns), level=3),
-            files.table(f"{stem}-fairness", study_fairness_table(cells, columns), level=3),
-            files.table(f"{stem}-paired", paired_table(cells, columns, resamples=resamples, seed=seed), level=3),
-        ]
+        classes = classifying(cells, columns)
+        has_classes, has_dimensions = bool(classes[0]), bool(regressing(cells, columns)[0])
+        some_dimensional = any(not cell.classifies for cell in cells)
+        grids = [(key, metric_grid(*classes, key)) for key in ("uar", "macro_f1")] if has_classes else []
+        grids += ccc_grids(cells, columns) if has_dimensions else []
+        sections.append(f"## {corpus}\n")
+        sections += [files.table(f"{stem}-{name}", grid, level=3) for name, grid in grids]
+        sections.append(files.table(f"{stem}-parameters", study_parameters_table(cells, columns), level=3))
+        if has_classes:
+            sections.append(files.table(f"{stem}-fairness", study_fairness_table(cells, columns), level=3))
+        if has_dimensions:
+            sections.append(files.table(f"{stem}-ccc_fairness", study_ccc_fairness_table(cells, columns), level=3))
+        if has_classes:
+            paired = paired_table(*classes, resamples=resamples, seed=seed)
+            if some_dimensional:
+                paired.notes.append(PAIRED_UAR_ONLY)
+            sections.append(files.table(f"{stem}-paired", paired, level=3))
+        elif some_dimensional:
+            sections.append(f"{PAIRED_UAR_ONLY}\n")
     sections.append("## Figures\n")
+    if any(not cell.classifies for cell in study.cells):
+        sections.append(f"{FIGURES_UAR_ONLY}\n")
     out = files.out
     figures = [("Test UAR vs trained parameters", plot_study_uar_vs_parameters(
         study.cells, study.columns, out / "uar_vs_params.png"))]
@@ -114,7 +146,9 @@ def write_sweep_report(
     for axis in ablation_axes(study.cells, study.axes):
         path = out / f"uar_vs_{_stem(names_of[axis])}.png"
         figures.append((f"Test UAR vs {axis}", plot_ablation(study.cells, axis, study.axes, path)))
-    figures.append(("Fairness gaps by method", plot_study_fairness(study.cells, study.columns, out / "fairness.png")))
+    # Only cells with classes: a dimensional cell would be a legend entry without bars.
+    fairness = plot_study_fairness(*classifying(study.cells, study.columns), out / "fairness.png")
+    figures.append(("Fairness gaps by method", fairness))
     for title, path in figures:
         body = files.image(path, title) if path else "No cell has the values this figure needs.\n"
         sections.append(f"### {title}\n\n{body}")

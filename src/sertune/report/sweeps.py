@@ -14,7 +14,7 @@ from typing import Any
 
 from sertune.errors import SertuneError
 from sertune.fileio import read_json
-from sertune.report.results import DEFAULT_OUT, RunResult, RunSkipped, corpus_name, load_run
+from sertune.report.results import CATEGORICAL, DEFAULT_OUT, DIMENSIONAL, RunResult, RunSkipped, corpus_name, load_run
 
 SWEEP_FILE = "sweep.json"
 FORMAT = 1
@@ -56,6 +56,16 @@ class SweepCell:
     def backbone(self) -> str:
         """The backbone as the run records it (as its config names it, for a cell not run yet)."""
         return self.run.backbone if self.run else str(self.config.get("backbone") or self.settings.get("backbone"))
+
+    @property
+    def task(self) -> str:
+        """categorical, dimensional or multitask: as the run records it (its config's task.kind, not run yet)."""
+        return self.run.task if self.run else str(self.value("task.kind") or CATEGORICAL)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the cell predicts emotion classes (its task is not dimensional), so has a UAR."""
+        return self.task != DIMENSIONAL
 
     @property
     def method(self) -> str:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from sertune.errors import SertuneError
+
+# numpy is imported where it is used: the settings import this module, and `sertune train --help` must start fast.
+if TYPE_CHECKING:
+    import numpy as np
 
 DIMENSIONS = ("arousal", "valence", "dominance")
 Scale = tuple[float, float]  # (low, high) of a rating scale
@@ -94,6 +97,8 @@ def check_scores(
 
 def dimension_scores(utterances: Sequence, names: Sequence[str]) -> np.ndarray:
     """Scores [clips, dimensions] on the corpus scale, NaN where a clip has none."""
+    import numpy as np
+
     scores = np.full((len(utterances), len(names)), np.nan)
     for row, utterance in enumerate(utterances):
         for column, name in enumerate(names):
