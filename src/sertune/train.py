@@ -29,6 +29,7 @@ from sertune.errors import SertuneError
 from sertune.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from sertune.head_config import upgrade_saved_head
 from sertune.model import EmotionClassifier
+from sertune.model_card import write_run_cards
 from sertune.precision import resolve_precision
 from sertune.runs import run_summary
 from sertune.trainer import CHECKPOINT, METRICS, STATE, EpochCallback, FoldTrainer, TrainingDiverged
@@ -255,6 +256,10 @@ def train_run(
     summary = build_summary(out, config, corpus, results, failures)
     if accelerator.is_main_process:
         write_json_atomic(out / SUMMARY, summary)
+        checkpoints = [out / FOLDS / name / CHECKPOINT for name in results]
+        sources = [read_metadata(path)["backbone"]["source"] for path in checkpoints if (path / WEIGHTS).is_file()]
+        if sources:
+            write_run_cards(out, summary, corpus.protocol, sources[0])
     if failures:
         raise SertuneError(f"{len(failures)} fold(s) failed: " + " | ".join(failures.values()))
     return summary

@@ -12,6 +12,7 @@ corpus, backbone × method tables, parameters, fairness, paired bootstrap compar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +44,12 @@ from sertune.report.tables import (
 from sertune.report.writer import ReportWriter
 
 
+def _card_link(run: RunResult, out: Path) -> str:
+    """A link to the run's model card (README.md, written when training finished), relative to the report."""
+    card = Path(run.path) / "README.md"
+    return f" ([model card]({Path(os.path.relpath(card, out)).as_posix()}))" if card.is_file() else ""
+
+
 def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
     """Write report.md, the tables as CSV and the plots of `runs` into `out_dir`; returns the files written.
 
@@ -59,7 +66,7 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> list[Path]:
     # The task is named per run only when it is not the same for all.
     tasks = len({run.task for run in runs}) > 1
     sections = ["# sertune report\n\n" + "".join(
-        f"- `{run.path}`{f' ({run.task})' if tasks else ''}{run_status(run)}\n" for run in runs
+        f"- `{run.path}`{f' ({run.task})' if tasks else ''}{run_status(run)}{_card_link(run, out)}\n" for run in runs
     )]
     if any(run.classifies for run in runs):
         sections += [files.table("uar", uar_table(runs)), files.table("fairness", fairness_table(runs))]
