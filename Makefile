@@ -20,9 +20,11 @@ install: $(VENV)/.installed
 # espeak-ng synthesises the test and demo corpora; sox is only for people who want to listen/convert.
 # slurm-wlm and munge: tests/slurm_cluster.py starts a real single-node SLURM cluster for the sweep's SLURM executor
 # (recommends are not needed: every plugin it loads is in slurm-wlm-basic-plugins). One apt-get update at most;
-# /usr/sbin is searched too because the daemons live there, outside a normal user's PATH.
+# /usr/sbin is searched too because the daemons live there, outside a normal user's PATH. chromium and
+# chromium-driver: the web page's test (tests/test_web.py) drives a real headless browser.
 system-deps:
-	@missing=$$(for dep in espeak-ng:espeak-ng munged:munge slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-wlm; do \
+	@missing=$$(for dep in espeak-ng:espeak-ng munged:munge slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-wlm \
+		chromium:chromium chromedriver:chromium-driver; do \
 		PATH="$$PATH:/usr/sbin:/sbin" command -v $${dep%%:*} >/dev/null || echo $${dep#*:}; done | sort -u); \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \

@@ -22,9 +22,16 @@ round to round. Every side uses the same torch thread count (`--threads`). The c
 same cores as the server: on a small machine it takes part of the CPU, which is part of what this
 measures.
 
+With `--batching`, it compares instead two servers on the same run, one batching the clips of
+concurrent requests (`--max-batch 16 --batch-wait-ms 5`) and one encoding each clip alone
+(`--max-batch 1 --batch-wait-ms 0`), at 1, 4 and 16 concurrent clients, the two servers' phases
+interleaved (order alternating) in every round: throughput ratio (on / off, median over rounds)
+and p50 / p95 latency of each.
+
     python benchmarks/serve_load.py                              # 60 s of measurement, 4 clients
     python benchmarks/serve_load.py --duration 120 --clients 8 --seconds 6
     python benchmarks/serve_load.py --run runs/iemo-lora         # a trained run instead
+    python benchmarks/serve_load.py --batching --duration 180    # cross-request batching on vs off
 """
 
 from __future__ import annotations
@@ -78,10 +85,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(run: Path, port: int, threads: int, max_wait: float = 180.0) -> subprocess.Popen:
-    """`sertune serve` for `run` on loopback; returns once /health answers."""
+def start_server(
+    run: Path, port: int, threads: int, max_wait: float = 180.0, options: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """`sertune serve` for `run` on loopback (with extra `options`); returns once /health answers."""
     command = [sys.executable, "-m", "sertune", "serve", "--model", f"bench={run}", "--port", str(port)]
-    command += ["--threads", str(threads), "--log-level", "warning"]
+    command += ["--threads", str(threads), "--log-level", "warning", *options]
     process = subprocess.Popen(command)
     deadline = time.monotonic() + max_wait
     while time.monotonic() < deadline:
@@ -148,12 +157,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the clip sent")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and the loop")
+    parser.add_argument("--batching", action="store_true", help="compare cross-request batching on and off")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.clients < 1:
         parser.error("--rounds, --duration and --clients must be positive")
 
     setup(args.threads)
     print(environment(args.threads))
+    if args.batching:
+        compare_batching(args)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         run = args.run or make_run(scratch / "run", args.backbone)
@@ -186,6 +199,61 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
             server.wait(timeout=30)
     report(results, args)
+
+
+BATCHING = {"on": ("--max-batch", "16", "--batch-wait-ms", "5"), "off": ("--max-batch", "1", "--batch-wait-ms", "0")}
+CLIENTS = (1, 4, 16)
+
+
+def compare_batching(args: argparse.Namespace) -> None:
+    """Batching on vs off at 1, 4 and 16 clients (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        run = args.run or make_run(scratch / "run", args.backbone)
+        noise = np.random.default_rng(0).standard_normal(round(args.seconds * SAMPLE_RATE)) * 0.1
+        sf.write(scratch / "clip.wav", noise.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        data = (scratch / "clip.wav").read_bytes()
+        servers, urls = {}, {}
+        try:
+            for name, options in BATCHING.items():
+                port = free_port()
+                log(f"starting the server with batching {name} on port {port} ...")
+                servers[name] = start_server(run, port, args.threads, options=options)
+                urls[name] = f"http://127.0.0.1:{port}"
+            for name in BATCHING:  # warm-up
+                server_phase(urls[name], data, 4, 2.0)
+            seconds = args.duration / (len(BATCHING) * len(CLIENTS) * args.rounds)
+            results: dict[tuple[str, int], list[Phase]] = {(n, c): [] for n in BATCHING for c in CLIENTS}
+            for round_index in range(args.rounds):
+                for clients in CLIENTS:
+                    order = list(BATCHING) if (round_index + clients) % 2 == 0 else list(BATCHING)[::-1]
+                    for name in order:
+                        results[name, clients].append(server_phase(urls[name], data, clients, seconds))
+                log(f"round {round_index + 1}/{args.rounds}")
+        finally:
+            for server in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
+
+    def throughput(phase: Phase) -> float:
+        return len(phase[1]) / phase[0]
+
+    rows = []
+    for clients in CLIENTS:
+        on, off = results["on", clients], results["off", clients]
+        ratios = [throughput(a) / throughput(b) for a, b in zip(on, off, strict=True)]
+        row = [str(clients)]
+        for phases in (on, off):
+            latencies = [value for _, values in phases for value in values]
+            rate = len(latencies) / sum(wall for wall, _ in phases)
+            row += [f"{rate:.2f}", f"{1000 * percentile(latencies, 50):.0f}", f"{1000 * percentile(latencies, 95):.0f}"]
+        rows.append([*row, f"{median(ratios):.2f}", spread(ratios)])
+    print(f"# {args.seconds:g}-s clip, {args.rounds} rounds x {len(CLIENTS)} client counts x on/off x {seconds:.0f} s, "
+          f"torch threads {args.threads}; on: {' '.join(BATCHING['on'])}; off: {' '.join(BATCHING['off'])}")
+    header = ["clients", "on req/s", "on p50 ms", "on p95 ms", "off req/s", "off p50 ms", "off p95 ms", "on/off",
+              "range"]
+    print(table(header, rows))
+    print(f"# at the end: {load_average()}")
 
 
 def report(results: dict[str, list[Phase]], args: argparse.Namespace) -> None:

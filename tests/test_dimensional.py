@@ -7,9 +7,6 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +23,8 @@ from sertune.dimensions import Dimension, corpus_dimensions, dimension_scores
 from sertune.errors import SertuneError
 from sertune.sweep.spec import expand, spec_hash
 from sertune.train import train_run
-from test_serve import _free_port
+
+from served import running_server
 
 
 # -- corpora -----------------------------------------------------------------------------------------
@@ -235,28 +233,10 @@ def test_dimensions_from_predict_serve_and_onnx_agree(dimensional_run: Path, tmp
     np.testing.assert_allclose(scaled[0], [local.dimensions[n] for n in names], atol=1e-4)
     np.testing.assert_allclose(normalised[0], [local.dimensions_normalized[n] for n in names], atol=1e-4)
 
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sertune", "serve", "--port", str(port), "--threads", "1",
-                                f"--model=avd={dimensional_run}", "--log-level", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start in 120 s"
-            time.sleep(0.25)
+    with running_server({"avd": dimensional_run}, tmp_path / "server.log") as url:
         answer = httpx.post(f"{url}/predict", content=wav.read_bytes(), headers={"content-type": "audio/wav"},
                             timeout=60).json()
         model = httpx.get(f"{url}/models").json()[0]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert model["dimensions"] == [d.to_dict() for d in predictor.dimensions]
     for name, value in local.dimensions.items():
         assert answer["dimensions"][name] == pytest.approx(value, abs=1e-4)

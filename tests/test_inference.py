@@ -19,6 +19,7 @@ from sertune import precision
 from sertune.backbones import build_backbone
 from sertune.baseline import mfcc_baseline, write_baseline_run
 from sertune.checkpoint import save_classifier
+from sertune.dimensions import Dimension
 from sertune.errors import SertuneError
 from sertune.inference import EncoderPool, WindowPlan, load, load_many, resolve_run
 from sertune.model import EmotionClassifier
@@ -41,11 +42,12 @@ def make_run(
     labels: list[str] = LABELS,
     seed: int = 1,
     audio: dict | None = AUDIO,
+    dimensions: list[Dimension] | None = None,
 ) -> EmotionClassifier:
     """Save a classifier on a tiny random encoder (seed 0: runs of one kind share it) with every
     trained tensor and the head's statistics moved off their initial values; returns the classifier, in eval mode."""
     backbone = build_backbone(TINY_CONFIGS[kind](), seed=0)
-    classifier = EmotionClassifier(backbone, labels, TuningConfig(method=method))
+    classifier = EmotionClassifier(backbone, labels, TuningConfig(method=method), dimensions=dimensions or ())
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in classifier.named_parameters():

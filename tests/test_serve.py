@@ -6,11 +6,10 @@ import asyncio
 import io
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +24,10 @@ from sertune.inference import load_many
 from test_checkpoint_metadata import MALFORMED, drop_key, edited_run, poisoned_run
 from test_inference import RATE, make_run
 
+from served import free_port, running_server
+
 MAX_UPLOAD_MB = 1
 MAX_DURATION = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _encode(wave: np.ndarray, rate: int = RATE, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
@@ -54,32 +49,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m sertune serve` on a free loopback port; yields its base URL."""
-    port = _free_port()
-    command = [sys.executable, "-m", "sertune", "serve", "--port", str(port), "--threads", "1"]
-    command += [f"--model={name}={path}" for name, path in runs.items()]
-    command += ["--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration", str(MAX_DURATION), "--log-level", "warning"]
     log = tmp_path_factory.mktemp("server-log") / "stderr.txt"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not start in 120 s:\n{log.read_text()}")
-            time.sleep(0.25)
+    limits = ["--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration", str(MAX_DURATION)]
+    with running_server(runs, log, *limits) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert "Traceback" not in log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -144,21 +117,37 @@ def test_long_audio_answers_with_windows(server, local, speech) -> None:
     assert custom.json()["windows"] is None
 
 
-def test_concurrent_requests_for_both_adapters_match_sequential_answers(server, clip) -> None:
-    data = _encode(clip)
-    sequential = {name: _upload(server, name, data).json() for name in ("a", "b")}
+def _batched_clips(url: str) -> tuple[float, float]:
+    """(forwards, clips) the server's batch-size histogram has counted so far."""
+    text = httpx.get(f"{url}/metrics").text
+    count = float(re.search(r"^sertune_batch_clips_count (\S+)$", text, re.M)[1])
+    total = float(re.search(r"^sertune_batch_clips_sum (\S+)$", text, re.M)[1])
+    return count, total
 
-    async def all_at_once() -> list[tuple[str, httpx.Response]]:
+
+def test_concurrent_requests_for_both_adapters_are_batched_and_match_sequential_answers(server, clip) -> None:
+    # Clips of different lengths, so that batches mix lengths (Whisper masks its padding exactly).
+    clips = {name: [_encode(clip[: len(clip) - 800 * k]) for k in range(4)] for name in ("a", "b")}
+    sequential = {name: [_upload(server, name, data).json() for data in clips[name]] for name in clips}
+    before = _batched_clips(server)
+
+    async def all_at_once() -> list[tuple[str, int, httpx.Response]]:
         async with httpx.AsyncClient(base_url=server, timeout=120) as client:
-            names = ["a", "b"] * 25
-            requests = [client.post("/predict", params={"model": n}, files={"file": ("x.wav", data)}) for n in names]
-            return list(zip(names, await asyncio.gather(*requests), strict=True))
+            jobs = [(name, k % 4) for k in range(16) for name in ("a", "b")]
+            requests = [client.post("/predict", params={"model": n}, files={"file": ("x.wav", clips[n][k])})
+                        for n, k in jobs]
+            return [(n, k, r) for (n, k), r in zip(jobs, await asyncio.gather(*requests), strict=True)]
 
     answers = asyncio.run(all_at_once())
-    assert len(answers) == 50
-    for name, response in answers:
+    assert len(answers) == 32
+    for name, k, response in answers:
         assert response.status_code == 200
-        assert response.json() == sequential[name]
+        body, expected = response.json(), sequential[name][k]
+        assert body["label"] == expected["label"]
+        assert body["logits"] == pytest.approx(expected["logits"], abs=1e-4)
+        assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+    forwards, pieces = (after - start for after, start in zip(_batched_clips(server), before, strict=True))
+    assert pieces == 32 and forwards < 32  # some forwards encoded several requests' clips
 
 
 def _two_hours_of_flac() -> bytes:
@@ -193,7 +182,11 @@ def _bad_requests(speech: np.ndarray) -> dict[str, tuple[dict, int, str]]:
         "pcm without a rate": ({"content": wav, "content_type": "audio/L16"}, 400, "needs a rate"),
         "odd pcm bytes": ({"content": b"\0" * 1001, "content_type": "audio/L16;rate=16000"}, 400, "16-bit frames"),
         "multipart without file": ({"form": {"note": "hi"}}, 400, "'file' field"),
-        "bad window": ({"file": wav, "window": 0.001}, 422, "window is shorter"),
+        "bad window": ({"file": wav, "window": 0.001}, 400, "window is shorter"),
+        # These overflowed the sample arithmetic into a 500 and a dropped connection.
+        "infinite window": ({"file": wav, "window": "inf"}, 400, "need a finite number of seconds"),
+        "absurd window": ({"file": wav, "window": "1e305"}, 400, "need a finite number of seconds"),
+        "nan window": ({"file": wav, "window": "nan"}, 400, "need a finite number of seconds"),
     }
 
 
@@ -241,7 +234,7 @@ def test_serve_refuses_unusable_runs_at_startup(tmp_path, capsys, runs, model, m
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "sertune.json").write_text("{")
-    argv = ["serve", "--model", model.format(run=runs["a"], corrupt=corrupt), "--port", str(_free_port())]
+    argv = ["serve", "--model", model.format(run=runs["a"], corrupt=corrupt), "--port", str(free_port())]
     with pytest.raises(SystemExit) as stop:
         main(argv)
     err = capsys.readouterr().err
@@ -252,7 +245,7 @@ def test_serve_refuses_unusable_runs_at_startup(tmp_path, capsys, runs, model, m
 def test_serve_refuses_malformed_metadata_at_startup(tmp_path, capsys, runs, edit, message) -> None:
     run = edited_run(runs["a"], tmp_path / "run", edit)
     with pytest.raises(SystemExit) as stop:
-        main(["serve", "--model", f"x={run}", "--port", str(_free_port())])
+        main(["serve", "--model", f"x={run}", "--port", str(free_port())])
     assert (stop.value.code, capsys.readouterr().err) == (2, f"sertune serve: error: {run / METADATA}: {message}\n")
 
 
@@ -264,7 +257,7 @@ def test_real_serve_command_exits_2_with_one_line_before_serving(tmp_path, runs,
     else:
         run, tensor = poisoned_run(runs["a"], tmp_path / "run", float("nan"))
         expected = f"tensor {tensor} holds 1 NaN of"
-    command = [sys.executable, "-m", "sertune", "serve", "--model", f"x={run}", "--port", str(_free_port())]
+    command = [sys.executable, "-m", "sertune", "serve", "--model", f"x={run}", "--port", str(free_port())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("sertune serve: error: ") and expected in result.stderr

@@ -37,6 +37,7 @@ from sertune.model import EmotionClassifier
 from sertune.precision import resolve_precision
 from sertune.prediction import (
     DEFAULT_BATCH_SIZE,
+    MAX_WINDOW_SECONDS,
     AudioSettings,
     ModelInfo,
     Prediction,
@@ -142,6 +143,11 @@ class Predictor:
         """
         rate = self.sample_rate
         limit = self._encoder_limit()
+        for name, value in (("window", window), ("hop", hop)):
+            if value is not None and not 0 < value <= MAX_WINDOW_SECONDS:
+                raise SertuneError(
+                    f"{name} {value:g} s: need a finite number of seconds in (0, {MAX_WINDOW_SECONDS:g}]"
+                )
         whole_seconds = self.audio.eval_max_seconds if window is None else window
         window = self.audio.max_seconds if window is None else window
         hop = window / 2 if hop is None else hop
@@ -241,7 +247,7 @@ class Predictor:
         predictions = []
         for wave, clip_spans, source in zip(waves, spans, sources, strict=True):
             parts = [(span, next(logits)) for span in clip_spans]
-            predictions.append(self._assemble(wave, parts, source))
+            predictions.append(self.assemble(wave, parts, source))
         return predictions
 
     def logits(self, waves: Sequence[np.ndarray], statistics: tuple[np.ndarray, np.ndarray] | None = None
@@ -315,7 +321,8 @@ class Predictor:
             }
         return answer
 
-    def _assemble(self, wave: np.ndarray, parts: list[tuple[Span, np.ndarray]], source: str | None) -> Prediction:
+    def assemble(self, wave: np.ndarray, parts: list[tuple[Span, np.ndarray]], source: str | None) -> Prediction:
+        """The answer for `wave` from the outputs of its spans (one span: the clip whole; more: windows)."""
         rate = self.sample_rate
         duration = len(wave) / rate
         if len(parts) == 1 and parts[0][0] == (0, len(wave)):
@@ -364,6 +371,26 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | torch.device | None) -> str | torch.device:
+    """`device` (default: `default_device()`) if this machine has it; else a one-line `SertuneError`."""
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SertuneError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N (or mps)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SertuneError(f"device {str(device)!r}: CUDA is not available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise SertuneError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise SertuneError(f"device {str(device)!r}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise SertuneError(f"device {str(device)!r}: sertune runs on cpu, cuda or mps")
+    return device
+
+
 def load(
     run_dir: str | os.PathLike,
     *,
@@ -382,7 +409,7 @@ def load(
     `precision` is the forward's autocast (see the module docstring).
     """
     run = resolve_run(run_dir, fold)
-    classifier = load_classifier(run.checkpoint, device=device or default_device())
+    classifier = load_classifier(run.checkpoint, device=check_device(device))
     if merge:
         classifier.merge()
     audio = AudioSettings.from_metadata(read_metadata(run.checkpoint))
@@ -405,7 +432,7 @@ class EncoderPool:
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: str = "auto",
     ) -> None:
-        self.device = device or default_device()
+        self.device = check_device(device)
         self.settings = {"window": window, "hop": hop, "batch_size": batch_size, "precision": precision}
         self.backbones: dict[str, Backbone] = {}
         self.predictors: dict[str, Predictor] = {}

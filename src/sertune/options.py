@@ -24,6 +24,26 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def number_in(low: float, high: float, *, kind: type = float, low_open: bool = True) -> Any:
+    """An argparse type: a finite number of `kind` in (low, high] (or [low, high] with `low_open=False`);
+    inf, nan and out-of-range values are refused with the range in the message."""
+    opening = "(" if low_open else "["
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        inside = value is not None and value == value and (low < value if low_open else low <= value) and value <= high
+        if not inside:
+            what = "a whole number" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(f"{text!r}: need {what} in {opening}{low:g}, {high:g}]")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _layer_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 

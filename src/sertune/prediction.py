@@ -17,6 +17,8 @@ DEFAULT_MAX_SECONDS = 6.0
 DEFAULT_EVAL_MAX_SECONDS = 30.0
 # Clips (or windows) per forward pass, unless the caller asks for another size.
 DEFAULT_BATCH_SIZE = 8
+# A window, hop or segment longer than an hour is a typo, and inf or 1e305 would overflow the sample arithmetic.
+MAX_WINDOW_SECONDS = 3600.0
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -58,6 +60,42 @@ class Prediction(Scores):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (the shape `sertune predict --json` and the server return)."""
         return asdict(self)
+
+
+@dataclass
+class SegmentPrediction(WindowPrediction):
+    """The scores of one speech segment of a recording cut at its pauses (`sertune.segmentation`)."""
+
+
+@dataclass
+class Timeline:
+    """A recording's speech segments in time order, each scored alone; no segments when it holds no speech.
+
+    `labels` and `dimensions` name the classes and dimensions every segment reports, in the model's order.
+    """
+
+    duration: float
+    segments: list[SegmentPrediction]
+    labels: list[str]
+    dimensions: list[str] = field(default_factory=list)
+    min_segment: float = 0.0
+    max_segment: float = 0.0
+    source: str | None = None
+    model: str | None = None
+
+    @property
+    def no_speech(self) -> bool:
+        """Whether voice activity detection found no speech at all (silence, noise): not an error."""
+        return not self.segments
+
+    @property
+    def message(self) -> str | None:
+        """The words "no speech" for a recording without speech; None otherwise."""
+        return "no speech" if self.no_speech else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (`sertune predict --segment vad --json`), `no_speech` and `message` included."""
+        return {**asdict(self), "no_speech": self.no_speech, "message": self.message}
 
 
 @dataclass

@@ -4,6 +4,9 @@ RUN_DIR is a trained run (its fold with the best dev UAR, or --fold), a fold or 
 directory. Inputs are files, folders (searched recursively) or glob patterns. A file that cannot be
 predicted (unreadable, truncated, too short, samples out of range) is reported on stderr with its
 reason while the others are predicted; the exit status is then 1.
+
+With `--segment vad` every input is a recording cut at its pauses (Silero VAD) into speech segments of
+the run's training lengths, each predicted alone: an emotion timeline per input (see docs/serving.md).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sertune.errors import SertuneError
-from sertune.options import add_precision_argument
-from sertune.prediction import DEFAULT_BATCH_SIZE, Prediction, Scores
+from sertune.options import add_precision_argument, number_in
+from sertune.prediction import DEFAULT_BATCH_SIZE, MAX_WINDOW_SECONDS, Prediction, Scores, Timeline
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 # Files read from disk per batch of predictions: bounds memory for thousands of inputs.
 FILES_PER_CHUNK = 32
+_seconds = number_in(0, MAX_WINDOW_SECONDS)
 
 
 @functools.cache
@@ -47,14 +51,33 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", help="predict with this fold of a run directory (default: best dev UAR)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
-    output.add_argument("--csv", action="store_true", help="print CSV: one row per input and per window")
+    output.add_argument("--csv", action="store_true",
+                        help="print CSV: one row per input and per window (with --segment vad: per segment)")
     parser.add_argument(
-        "--window", type=float,
+        "--window", type=_seconds,
         help="cut audio longer than this many seconds into windows (default: the run's training crop, for clips "
         "longer than its evaluation took whole)",
     )
-    parser.add_argument("--hop", type=float, help="seconds between window starts (default: half the window)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="clips per forward pass")
+    parser.add_argument("--hop", type=_seconds, help="seconds between window starts (default: half the window)")
+    segment = parser.add_argument_group("timeline of a long recording")
+    segment.add_argument(
+        "--segment", choices=["vad"],
+        help="vad: cut each input at its pauses (Silero VAD) and predict every speech segment: an emotion timeline",
+    )
+    segment.add_argument(
+        "--min-segment", type=_seconds, metavar="S",
+        help="merge shorter segments with a neighbour (default: 1 s, or the encoder's minimum input if longer)",
+    )
+    segment.add_argument(
+        "--max-segment", type=_seconds, metavar="S",
+        help="split longer segments into near-equal parts (default: the run's training crop)",
+    )
+    segment.add_argument(
+        "--plot", type=Path, metavar="PNG",
+        help="draw the timeline into this PNG; with several inputs, one per input: <name>-<input stem>.png",
+    )
+    parser.add_argument("--batch-size", type=number_in(0, 4096, kind=int), default=DEFAULT_BATCH_SIZE,
+                        help="clips per forward pass")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     add_precision_argument(parser)
     parser.set_defaults(func=run)
@@ -135,39 +158,104 @@ def _naming(path: Path, error: SertuneError) -> str:
     return message if str(path) in message else f"{path}: {message}"
 
 
+def check_segment_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together: timeline options without `--segment vad`, windows with it."""
+    if args.segment is None:
+        given = [flag for flag, value in (("--min-segment", args.min_segment), ("--max-segment", args.max_segment),
+                                          ("--plot", args.plot)) if value is not None]
+        if given:
+            raise SertuneError(f"{given[0]} belongs to a timeline: add --segment vad")
+        return
+    if args.window is not None or args.hop is not None:
+        raise SertuneError("--segment vad cuts audio at its pauses: it does not take --window or --hop")
+    if args.min_segment is not None and args.max_segment is not None and args.min_segment > args.max_segment:
+        raise SertuneError(f"--min-segment {args.min_segment:g} is longer than --max-segment {args.max_segment:g}")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise SertuneError(f"--plot {args.plot}: the plot is a PNG; name it *.png")
+
+
+def plot_paths(plot: Path, files: list[Path]) -> dict[Path, Path]:
+    """Where each input's timeline is drawn: `plot` itself for one input, else `<plot stem>-<input stem>.png`
+    beside it. Two inputs of the same stem would overwrite each other's plot, so they are refused."""
+    if len(files) == 1:
+        return {files[0]: plot}
+    paths: dict[Path, Path] = {}
+    owners: dict[Path, Path] = {}
+    for path in files:
+        target = plot.with_name(f"{plot.stem}-{path.stem}{plot.suffix}")
+        if target in owners:
+            raise SertuneError(f"--plot: {owners[target]} and {path} would both be drawn to {target}; plot them apart")
+        owners[target] = paths[path] = target
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every input; print the results on stdout (nothing if none) and the failures on stderr."""
-    from sertune.inference import load
+    from sertune.inference import check_device, load
     from sertune.progress import progress_bar
 
+    check_segment_options(args)
+    check_device(args.device)  # before the inputs are searched: a wrong device is one line, not a traceback
     files, missing = expand_inputs(args.inputs)
     for pattern, reason in missing:
         print(f"sertune predict: {pattern}: {reason}", file=sys.stderr)
     if not files:
         return 1
+    plots = plot_paths(args.plot, files) if args.plot is not None else {}
     predictor = load(
         args.run, fold=args.fold, device=args.device, window=args.window, hop=args.hop, batch_size=args.batch_size,
         precision=args.precision,
     )
     if args.precision == "auto":
         print(f"sertune predict: precision {predictor.precision} ({predictor.precision_reason})", file=sys.stderr)
-    results: list[Prediction] = []
+    style = "json" if args.json else "csv" if args.csv else "table"
+    if args.segment:
+        answers = timeline_files(predictor, files, min_segment=args.min_segment, max_segment=args.max_segment)
+    else:
+        answers = predict_files(predictor, files, window=args.window, hop=args.hop)
+    results: list[Prediction | Timeline] = []
     failed = len(missing)
-    progress = progress_bar(len(files), unit="file", disable=len(files) < 2)
-    with progress:
-        for _path, prediction, reason in predict_files(predictor, files, window=args.window, hop=args.hop):
-            if prediction is None:
+    with progress_bar(len(files), unit="file", disable=len(files) < 2) as progress:
+        for path, result, reason in answers:
+            if result is None:
                 failed += 1
                 progress.write(f"sertune predict: {reason}", file=sys.stderr)
             else:
-                results.append(prediction)
+                results.append(result)
+                if path in plots:
+                    _plot(result, plots[path])
             progress.update()
     if results:
         dimensions = [d.name for d in predictor.dimensions]
-        write_results(results, predictor.labels, "json" if args.json else "csv" if args.csv else "table", dimensions)
+        if args.segment:
+            write_timelines(results, predictor.labels, style, dimensions)
+        else:
+            write_results(results, predictor.labels, style, dimensions)
     if failed:
         print(f"sertune predict: {failed} input(s) failed, {len(results)} predicted", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _plot(timeline: Timeline, path: Path) -> None:
+    from sertune.segmentation import plot_timeline
+
+    plot_timeline(timeline, path)
+    print(f"sertune predict: {timeline.source}: timeline drawn to {path}", file=sys.stderr)
+
+
+def timeline_files(
+    predictor: Predictor, files: list[Path], *, min_segment: float | None, max_segment: float | None
+) -> Iterator[tuple[Path, Timeline | None, str | None]]:
+    """(file, timeline, None) or (file, None, reason) per file, in order, one recording in memory at a time."""
+    from sertune.segmentation import timeline
+
+    for path in files:
+        try:
+            wave = predictor.waveform(path)
+            yield path, timeline(predictor, wave, min_segment=min_segment, max_segment=max_segment,
+                                 source=str(path)), None
+        except SertuneError as error:
+            yield path, None, _naming(path, error)
 
 
 def write_results(results: list[Prediction], labels: list[str], style: str, dimensions: Sequence[str] = ()) -> None:
@@ -187,6 +275,42 @@ def write_results(results: list[Prediction], labels: list[str], style: str, dime
                                  *(f"{value:.6f}" for value in _values(scores, labels, dimensions, normalized=True))])
     else:
         print(_table(results, labels, dimensions))
+
+
+def write_timelines(timelines: list[Timeline], labels: list[str], style: str, dimensions: Sequence[str] = ()) -> None:
+    """Print timelines on stdout: a table per input, a JSON list of `Timeline.to_dict()` (with `input`), or CSV
+    with the columns of `write_results` and one `speech` row per segment. An input without speech has no CSV
+    row: it is named on stderr instead."""
+    if style == "json":
+        json.dump([{"input": t.source, **t.to_dict()} for t in timelines], sys.stdout, indent=2)
+        print()
+    elif style == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        normalized = [f"{name}_normalized" for name in dimensions]
+        writer.writerow(["input", "segment", "start", "end", "label", "silent", *labels, *dimensions, *normalized])
+        for t in timelines:
+            if t.no_speech:
+                print(f"sertune predict: {t.source}: {t.message} ({t.duration:.1f} s)", file=sys.stderr)
+            for s in t.segments:
+                writer.writerow([t.source, "speech", f"{s.start:.3f}", f"{s.end:.3f}", s.label or "", s.silent,
+                                 *(f"{value:.6f}" for value in _values(s, labels, dimensions, normalized=True))])
+    else:
+        print("\n\n".join(_timeline_table(t, labels, dimensions) for t in timelines))
+
+
+def _timeline_table(timeline: Timeline, labels: list[str], dimensions: Sequence[str]) -> str:
+    count = len(timeline.segments)
+    head = f"{timeline.source} ({timeline.duration:.1f} s): "
+    if timeline.no_speech:
+        return head + str(timeline.message)
+    columns = " ".join(f"{name[:8]:>8}" for name in (*labels, *dimensions))
+    lines = [head + f"{count} speech segment{'s' if count != 1 else ''}",
+             f"{'start':>8} {'end':>8}  {'label':<10} {columns}"]
+    for s in timeline.segments:
+        values = " ".join(f"{value:>8.3f}" for value in _values(s, labels, dimensions))
+        lines.append(f"{s.start:>8.2f} {s.end:>8.2f}  {s.label or '-':<10} {values}  {'silent' if s.silent else ''}"
+                     .rstrip())
+    return "\n".join(lines)
 
 
 def _values(scores: Scores, labels: Sequence[str], dimensions: Sequence[str], *, normalized: bool = False
