@@ -68,12 +68,12 @@ def load_classifier(
     adapter_name: str = CANONICAL_ADAPTER,
     device: str | torch.device | None = None,
 ) -> EmotionClassifier:
-    """Rebuild a trained classifier from its run directory, on its base encoder (or on `backbone`)."""
+    """Rebuild a trained classifier from its checkpoint directory (native or peft layout), on its base encoder
+    (or on `backbone`)."""
     directory = Path(directory)
     metadata = read_metadata(directory)
     # The weights are checked before the encoder is loaded, which can take minutes.
-    weights = directory / WEIGHTS
-    tensors = read_weights(weights)
+    tensors, origin = read_trained_tensors(directory, metadata)
     expected = metadata["backbone"]
     if backbone is None:
         backbone = backbone_from_source(expected["name"], expected["source"], device=device)
@@ -86,9 +86,23 @@ def load_classifier(
         dimensions=saved_dimensions(metadata),
         adapter_name=adapter_name,
     )
-    classifier.load_trained_state_dict(tensors, origin=str(weights))
+    classifier.load_trained_state_dict(tensors, origin=origin)
     classifier.eval()
     return classifier.to(device) if device is not None else classifier
+
+
+def read_trained_tensors(directory: Path, metadata: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """A checkpoint's trained tensors under sertune's names, and the file(s) they came from.
+
+    They are in `adapter.safetensors`, or in the files of a peft adapter directory written by
+    `sertune.peft_format.export_peft` (docs/export.md); `read_weights` checks either.
+    """
+    from sertune import peft_format  # peft_format builds on this module
+
+    if peft_format.is_peft_directory(directory):
+        return peft_format.read_peft_tensors(directory, metadata)
+    weights = directory / WEIGHTS
+    return read_weights(weights), str(weights)
 
 
 def saved_dimensions(metadata: dict[str, Any]) -> list[Dimension]:
