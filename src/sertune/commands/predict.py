@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sertune.errors import SertuneError
 from sertune.options import add_precision_argument, number_in
@@ -265,16 +265,26 @@ def write_results(results: list[Prediction], labels: list[str], style: str, dime
         json.dump([{"input": r.source, **r.to_dict()} for r in results], sys.stdout, indent=2)
         print()
     elif style == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        normalized = [f"{name}_normalized" for name in dimensions]
-        writer.writerow(["input", "segment", "start", "end", "label", "silent", *labels, *dimensions, *normalized])
-        for r in results:
-            rows = [("clip", 0.0, r.duration, r)] + [("window", w.start, w.end, w) for w in r.windows or []]
-            for segment, start, end, scores in rows:
-                writer.writerow([r.source, segment, start, end, scores.label or "", scores.silent,
-                                 *(f"{value:.6f}" for value in _values(scores, labels, dimensions, normalized=True))])
+        rows = [
+            row for r in results
+            for row in [(r.source, "clip", 0.0, r.duration, r),
+                        *((r.source, "window", w.start, w.end, w) for w in r.windows or [])]
+        ]
+        _write_csv(rows, labels, dimensions)
     else:
         print(_table(results, labels, dimensions))
+
+
+def _write_csv(rows: list[tuple[str | None, str, Any, Any, Scores]], labels: Sequence[str],
+               dimensions: Sequence[str]) -> None:
+    """CSV on stdout: input, segment kind, start, end, label, silent, class probabilities, then each
+    dimension on the corpus scale and normalised (`<dimension>_normalized`)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    normalized = [f"{name}_normalized" for name in dimensions]
+    writer.writerow(["input", "segment", "start", "end", "label", "silent", *labels, *dimensions, *normalized])
+    for source, segment, start, end, scores in rows:
+        writer.writerow([source, segment, start, end, scores.label or "", scores.silent,
+                         *(f"{value:.6f}" for value in _values(scores, labels, dimensions, normalized=True))])
 
 
 def write_timelines(timelines: list[Timeline], labels: list[str], style: str, dimensions: Sequence[str] = ()) -> None:
@@ -285,15 +295,11 @@ def write_timelines(timelines: list[Timeline], labels: list[str], style: str, di
         json.dump([{"input": t.source, **t.to_dict()} for t in timelines], sys.stdout, indent=2)
         print()
     elif style == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        normalized = [f"{name}_normalized" for name in dimensions]
-        writer.writerow(["input", "segment", "start", "end", "label", "silent", *labels, *dimensions, *normalized])
         for t in timelines:
             if t.no_speech:
                 print(f"sertune predict: {t.source}: {t.message} ({t.duration:.1f} s)", file=sys.stderr)
-            for s in t.segments:
-                writer.writerow([t.source, "speech", f"{s.start:.3f}", f"{s.end:.3f}", s.label or "", s.silent,
-                                 *(f"{value:.6f}" for value in _values(s, labels, dimensions, normalized=True))])
+        rows = [(t.source, "speech", f"{s.start:.3f}", f"{s.end:.3f}", s) for t in timelines for s in t.segments]
+        _write_csv(rows, labels, dimensions)
     else:
         print("\n\n".join(_timeline_table(t, labels, dimensions) for t in timelines))
 
