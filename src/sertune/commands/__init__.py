@@ -10,6 +10,7 @@ SUMMARIES = {
     "corpus": "inspect a prepared corpus",
     "evaluate": "score a trained run on another prepared corpus (cross-corpus evaluation)",
     "export": "export a trained run to ONNX",
+    "import": "convert a model the PEFT-SER study released (peft-ser package) into a sertune checkpoint",
     "params": "count the trained parameters of a method or a run",
     "predict": "predict the emotion of audio files with a trained run",
     "prepare": "read a corpus into manifest.csv + folds.json",
