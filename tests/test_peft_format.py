@@ -232,3 +232,9 @@ def test_a_damaged_export_is_a_one_line_error_naming_the_file(
     with pytest.raises(SertuneError, match=expected) as error:
         sertune.load(directory, device="cpu")
     assert "\n" not in str(error.value) and str(directory) in str(error.value)
+
+
+def test_params_counts_an_export_and_its_two_weight_files(exported: Exported, cli) -> None:
+    code, out, _ = cli(["params", str(exported.out)])
+    size = sum((exported.out / name).stat().st_size for name in (PEFT_WEIGHTS, HEAD_WEIGHTS)) / 1e6
+    assert code == 0 and f"checkpoint size     {size:>14.2f} MB" in out

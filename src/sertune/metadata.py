@@ -154,6 +154,11 @@ SCHEMA = Section(
 )
 
 
+def base_model_id(source: Mapping[str, Any], name: str) -> str:
+    """The encoder a run was trained on, as others name it: its hub id, else its local path, else its name."""
+    return str(source.get("id") or source.get("path") or name)
+
+
 def read_metadata(directory: str | Path) -> dict[str, Any]:
     """The run's `sertune.json`, checked against the schema: a one-line error if it is missing,
     unreadable or malformed."""

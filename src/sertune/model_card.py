@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sertune.fileio import write_text_atomic
+from sertune.metadata import base_model_id
 
 CARD = "README.md"
 _TASK_NAMES = {
@@ -162,11 +163,6 @@ def write_model_card(directory: Path, text: str) -> Path:
     path = Path(directory) / CARD
     write_text_atomic(path, text)
     return path
-
-
-def base_model_id(source: Mapping[str, Any], name: str) -> str:
-    """The base encoder as a hub id where it has one, else its name (a local or random encoder)."""
-    return str(source.get("id") or name)
 
 
 def write_run_cards(out: Path, summary: Mapping[str, Any], protocol: str, source: Mapping[str, Any]) -> list[Path]:

@@ -28,7 +28,7 @@ from sertune import __version__
 from sertune.checkpoint import WEIGHTS, read_trained_tensors, read_weights
 from sertune.errors import SertuneError
 from sertune.fileio import read_json
-from sertune.metadata import METADATA, read_metadata
+from sertune.metadata import METADATA, base_model_id, read_metadata
 from sertune.runs import resolve_run
 from sertune.tuning import TuningConfig
 
@@ -158,11 +158,6 @@ def check_adapter_config(path: Path, tuning: TuningConfig) -> None:
                 f"{path}: {key} is {found!r}, but {METADATA} beside it implies {value!r}; the two files do not "
                 "belong together: re-export the run"
             )
-
-
-def base_model_id(source: dict[str, Any], name: str) -> str:
-    """What `base_model_name_or_path` names: the hub id, else the local path, else the encoder's name."""
-    return str(source.get("id") or source.get("path") or name)
 
 
 def _lora_config(metadata: dict[str, Any], tuning: TuningConfig, peft_tensors: dict[str, torch.Tensor]) -> LoraConfig:

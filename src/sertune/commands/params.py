@@ -48,16 +48,21 @@ def count_for_method(args: argparse.Namespace) -> tuple[dict[str, int], str]:
 def count_for_run(path: Path, fold: str | None) -> tuple[dict[str, int], str, float]:
     """Counts, title and checkpoint size (MB) of the checkpoint a run, fold or checkpoint directory stands for."""
     from sertune.checkpoint import WEIGHTS, read_metadata
+    from sertune.peft_format import HEAD_WEIGHTS, PEFT_WEIGHTS, is_peft_directory
     from sertune.runs import resolve_run
 
     run = resolve_run(path, fold)
     metadata = read_metadata(run.checkpoint)
     where = f"fold {run.fold}, " if run.fold else ""
     title = f"{path} ({where}{metadata['backbone']['name']}, {metadata['tuning']['method']})"
-    weights = run.checkpoint / WEIGHTS
-    if not weights.is_file():
-        raise SertuneError(f"{weights} is missing: the run did not finish saving, or the file was removed")
-    return metadata["parameters"], title, weights.stat().st_size / 1e6
+    names = (PEFT_WEIGHTS, HEAD_WEIGHTS) if is_peft_directory(run.checkpoint) else (WEIGHTS,)
+    size = 0
+    for name in names:
+        weights = run.checkpoint / name
+        if not weights.is_file():
+            raise SertuneError(f"{weights} is missing: the run did not finish saving, or the file was removed")
+        size += weights.stat().st_size
+    return metadata["parameters"], title, size / 1e6
 
 
 def run(args: argparse.Namespace) -> int:
