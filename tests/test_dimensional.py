@@ -243,6 +243,23 @@ def test_dimensions_from_predict_serve_and_onnx_agree(dimensional_run: Path, tmp
         assert answer["dimensions_normalized"][name] == pytest.approx(local.dimensions_normalized[name], abs=1e-4)
 
 
+def test_cross_corpus_evaluation_scores_dimensions_on_the_test_corpus(dimensional_run: Path, small_corpus: Path,
+                                                                     tmp_path: Path) -> None:
+    from sertune.cross_corpus import evaluate_run
+
+    summary = evaluate_run(dimensional_run, small_corpus, tmp_path / "own", part="test")
+    wrote = json.loads((dimensional_run / "folds/fold1/metrics.json").read_text())
+    again = json.loads((tmp_path / "own/folds/fold1/metrics.json").read_text())
+    for key in ("test", "test_unknown_speaker"):
+        for name, scores in wrote[key]["dimensions"].items():
+            for metric in ("ccc", "pearson", "mae"):
+                assert again[key]["dimensions"][name][metric] == pytest.approx(scores[metric], abs=1e-5)
+    assert summary["task"] == "dimensional" and "dimensions.arousal.ccc" in summary["test"]
+    header = (tmp_path / "own/folds/fold1/predictions.csv").read_text().splitlines()[0]
+    assert header == "id,label,true_arousal,predicted_arousal,true_valence,predicted_valence,true_dominance," \
+        "predicted_dominance"
+
+
 def test_windows_of_long_audio_average_their_dimensions(dimensional_run: Path, speech: np.ndarray) -> None:
     import sertune
 

@@ -28,6 +28,7 @@ from sertune.backbones import Backbone, load_backbone
 from sertune.checkpoint import read_metadata
 from sertune.config import RunConfig, config_from_dict
 from sertune.corpora import Corpus, Utterance, load_corpus
+from sertune.dimensions import corpus_dimensions, dimension_scores
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, score
 from sertune.feature_cache import open_cache
@@ -59,7 +60,7 @@ def _logits(predictor: Predictor, clips: list[Utterance], waves: list[np.ndarray
     """Logits of `waves`: each speaker's clips with that speaker's statistics, if given."""
     if statistics is None:
         return predictor.logits(waves)
-    output = np.zeros((len(waves), len(predictor.labels)), dtype=np.float32)
+    output = np.zeros((len(waves), len(predictor.labels) + len(predictor.dimensions)), dtype=np.float32)
     speakers: dict[str, list[int]] = {}
     for index, clip in enumerate(clips):
         speakers.setdefault(clip.speaker if clip.speaker in statistics else "", []).append(index)
@@ -92,15 +93,21 @@ class PretrainedStatistics:
 def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, config: RunConfig, best_epoch: int | None,
                   statistics: PretrainedStatistics | None, device: str) -> tuple[dict[str, Any], str]:
     """The metrics (as metrics.json holds them) and predictions.csv text of one fold of `run` on `part`;
-    `statistics` is given for a speaker-normalised run."""
-    if config.task.kind != "categorical":
-        raise SertuneError(f"{run} is a {config.task.kind} run: `sertune evaluate` scores classes only so far; "
-                           "evaluate a categorical run")
+    `statistics` is given for a speaker-normalised run.
+
+    A run with dimensions is scored on the test corpus's own scores: its normalised predictions are put on
+    that corpus's scale (the corpus must score the run's dimensions)."""
     predictor = load(run, fold=fold, device=device, merge=False, precision="no")
     labels = predictor.labels
+    dimensions = corpus_dimensions(corpus, [d.name for d in predictor.dimensions])
     chosen = part_clips(corpus, part, fold)
-    clips = [clip for clip in chosen if clip.label in labels]
-    left_out = Counter(clip.label for clip in chosen if clip.label not in labels)
+    if labels:
+        clips = [clip for clip in chosen if clip.label in labels]
+        left_out = Counter(clip.label for clip in chosen if clip.label not in labels)
+    else:  # classes do not matter, scores do
+        scored = ~np.isnan(dimension_scores(chosen, [d.name for d in dimensions])).all(axis=1)
+        clips = [clip for clip, keep in zip(chosen, scored, strict=True) if keep]
+        left_out = Counter({"unscored": len(chosen) - len(clips)} if len(clips) < len(chosen) else {})
     limit = round(config.train.eval_max_seconds * predictor.sample_rate)
     readable, waves, skipped = [], [], []
     for clip in clips:
@@ -111,19 +118,25 @@ def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, config: Ru
             log.warning("skipping clip %s: %s", clip.id, error)
             skipped.append(clip.id)
     if not readable:
-        raise SertuneError(f"no clip of {corpus.root} ({part}) has a class of the run ({', '.join(labels)}); "
-                           f"its classes: {', '.join(corpus.labels)}")
-    by_speaker = statistics.of(readable, labels) if statistics is not None else None
-    truth = np.array([labels.index(clip.label) for clip in readable])
-    predictions = Predictions(np.arange(len(readable)), _logits(predictor, readable, waves, by_speaker), truth)
-    metrics: dict[str, Any] = {"fold": fold, "complete": True, "best_epoch": best_epoch,
-                               "part": part, "dev": {}, "test": score(predictions, readable, labels)}
+        wanted = f"a class of the run ({', '.join(labels)})" if labels else "a score of the run's dimensions"
+        raise SertuneError(f"no readable clip of {corpus.root} ({part}) has {wanted}; its classes: "
+                           f"{', '.join(corpus.labels)}")
+    by_speaker = statistics.of(readable, corpus.labels) if statistics is not None else None
+    truth = np.array([labels.index(clip.label) if labels else 0 for clip in readable])
+    targets = None
+    if dimensions:
+        scores = dimension_scores(readable, [d.name for d in dimensions])
+        targets = np.stack([d.normalize(scores[:, i]) for i, d in enumerate(dimensions)], axis=1).astype(np.float32)
+    outputs = _logits(predictor, readable, waves, by_speaker)
+    predictions = Predictions(np.arange(len(readable)), outputs, truth, targets)
+    metrics: dict[str, Any] = {"fold": fold, "complete": True, "best_epoch": best_epoch, "part": part, "dev": {},
+                               "test": score(predictions, readable, labels, dimensions)}
     if by_speaker is not None:
-        alone = Predictions(predictions.indices, predictor.logits(waves), truth)
-        metrics["test_unknown_speaker"] = score(alone, readable, labels)
+        alone = Predictions(predictions.indices, predictor.logits(waves), truth, targets)
+        metrics["test_unknown_speaker"] = score(alone, readable, labels, dimensions)
     metrics["counts"] = {"test": len(readable), "test_skipped": skipped, "left_out": dict(sorted(left_out.items())),
                          "absent_classes": [label for label in labels if label not in {c.label for c in readable}]}
-    return metrics, predictions_csv(predictions, readable, labels)
+    return metrics, predictions_csv(predictions, readable, labels, dimensions)
 
 
 def evaluate_run(run: str | Path, corpus_dir: str | Path, out: str | Path | None = None, *, part: str = "all",
@@ -151,9 +164,11 @@ def evaluate_run(run: str | Path, corpus_dir: str | Path, out: str | Path | None
         write_json_atomic(out / FOLDS / name / METRICS, metrics)
         results[name] = metrics
     trained = json.loads((run / SUMMARY).read_text(encoding="utf-8")) if (run / SUMMARY).is_file() else {}
+    metadata = read_metadata(run / FOLDS / folds[0] / CHECKPOINT)
+    dimensions = corpus_dimensions(corpus, [d["name"] for d in metadata.get("dimensions", [])])
     summary = run_summary(
-        corpus=corpus.name, corpus_dir=str(corpus.root),
-        labels=list(read_metadata(run / FOLDS / folds[0] / CHECKPOINT)["labels"]),
+        corpus=corpus.name, corpus_dir=str(corpus.root), labels=list(metadata["labels"]),
+        task=config.task.kind, dimensions=[d.to_dict() for d in dimensions],
         backbone=config.backbone, method=config.tuning.method,
         folds=results, parameters=trained.get("parameters"), checkpoint_bytes=trained.get("checkpoint_bytes"),
         failed_folds={},
