@@ -238,3 +238,11 @@ def test_params_counts_an_export_and_its_two_weight_files(exported: Exported, cl
     code, out, _ = cli(["params", str(exported.out)])
     size = sum((exported.out / name).stat().st_size for name in (PEFT_WEIGHTS, HEAD_WEIGHTS)) / 1e6
     assert code == 0 and f"checkpoint size     {size:>14.2f} MB" in out
+
+
+def test_the_cli_exports_a_run_with_peft(exported: Exported, tmp_path: Path, cli) -> None:
+    code, out, err = cli(["export", str(exported.run), "--peft", str(tmp_path / "adapter")])
+    assert code == 0, err
+    assert f"wrote the peft adapter of {exported.run} to {tmp_path / 'adapter'}" in out
+    assert sorted(path.name for path in (tmp_path / "adapter").iterdir()) == sorted(PEFT_FILES)
+    assert (tmp_path / "adapter" / PEFT_WEIGHTS).read_bytes() == (exported.out / PEFT_WEIGHTS).read_bytes()
