@@ -23,7 +23,8 @@ same cores as the server: on a small machine it takes part of the CPU, which is 
 measures.
 
 With `--batching`, it compares instead two servers on the same run, one batching the clips of
-concurrent requests (`--max-batch 16 --batch-wait-ms 5`) and one encoding each clip alone
+concurrent requests (the server's defaults, `--max-batch 8 --batch-wait-ms 5`, or `--max-batch N`) and
+one encoding each clip alone
 (`--max-batch 1 --batch-wait-ms 0`), at 1, 4 and 16 concurrent clients, the two servers' phases
 interleaved (order alternating) in every round: throughput ratio (on / off, median over rounds)
 and p50 / p95 latency of each.
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the clip sent")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and the loop")
     parser.add_argument("--batching", action="store_true", help="compare cross-request batching on and off")
+    parser.add_argument("--max-batch", type=int, help="with --batching: the batching server's --max-batch")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.clients < 1:
         parser.error("--rounds, --duration and --clients must be positive")
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     report(results, args)
 
 
-BATCHING = {"on": ("--max-batch", "16", "--batch-wait-ms", "5"), "off": ("--max-batch", "1", "--batch-wait-ms", "0")}
+# "on" is the server's default (--max-batch 8 --batch-wait-ms 5) unless --max-batch says otherwise.
+BATCHING = {"on": (), "off": ("--max-batch", "1", "--batch-wait-ms", "0")}
 CLIENTS = (1, 4, 16)
 
 
@@ -216,6 +219,8 @@ def compare_batching(args: argparse.Namespace) -> None:
         servers, urls = {}, {}
         try:
             for name, options in BATCHING.items():
+                if name == "on" and args.max_batch:
+                    options = ("--max-batch", str(args.max_batch))
                 port = free_port()
                 log(f"starting the server with batching {name} on port {port} ...")
                 servers[name] = start_server(run, port, args.threads, options=options)
@@ -249,7 +254,8 @@ def compare_batching(args: argparse.Namespace) -> None:
             row += [f"{rate:.2f}", f"{1000 * percentile(latencies, 50):.0f}", f"{1000 * percentile(latencies, 95):.0f}"]
         rows.append([*row, f"{median(ratios):.2f}", spread(ratios)])
     print(f"# {args.seconds:g}-s clip, {args.rounds} rounds x {len(CLIENTS)} client counts x on/off x {seconds:.0f} s, "
-          f"torch threads {args.threads}; on: {' '.join(BATCHING['on'])}; off: {' '.join(BATCHING['off'])}")
+          f"torch threads {args.threads}; on: --max-batch {args.max_batch or 8} --batch-wait-ms 5; "
+          f"off: {' '.join(BATCHING['off'])}")
     header = ["clients", "on req/s", "on p50 ms", "on p95 ms", "off req/s", "off p50 ms", "off p95 ms", "on/off",
               "range"]
     print(table(header, rows))

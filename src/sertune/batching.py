@@ -1,8 +1,9 @@
 """Cross-request batching for the server: clips of concurrent requests on one encoder encoded together.
 
 Each encoder gets one worker thread and a queue. A request's clip (or its windows) is queued as a
-`Job`; the worker takes the first waiting piece, waits up to `wait_seconds` for more (never past
-`max_batch` pieces), groups what it has by model (each adapter on the encoder runs its own forward),
+`Job`; the worker takes the first waiting piece and, when other requests are under way that could
+join it, waits up to `wait_seconds` for more (never past `max_batch` pieces; a lone request never
+waits), groups what it has by model (each adapter on the encoder runs its own forward),
 and gives each group to `Predictor.logits`, which pads pieces of similar length into batches (equal
 lengths only for group-norm encoders, so an answer never depends on its batch mates). Results go back
 to their jobs, and a job whose pieces are all done is assembled as `Predictor.predict` would assemble
@@ -53,10 +54,17 @@ class EncoderQueue:
         self.wait_seconds = wait_seconds
         self.observe = observe
         self._pieces: deque[tuple[Job, int]] = deque()
+        # Requests announced (`expect`) but not yet answered: whether waiting for batch mates can pay off.
+        self._open = 0
         self._ready = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="sertune-batcher", daemon=True)
         self._worker.start()
+
+    def expect(self, change: int) -> None:
+        """Count a request that will submit a job (+1), or that has its answer or gave up (-1)."""
+        with self._ready:
+            self._open += change
 
     def submit(self, job: Job) -> None:
         """Queue every piece of `job`."""
@@ -92,13 +100,17 @@ class EncoderQueue:
             if not self._pieces:
                 return None
             deadline = time.monotonic() + self.wait_seconds
-            while len(self._pieces) < self.max_batch and not self._closed:
+            while len(self._pieces) < self.max_batch and not self._closed and self._others_under_way():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._ready.wait(left)
             taken = [self._pieces.popleft() for _ in range(min(self.max_batch, len(self._pieces)))]
             return [(job, index) for job, index in taken if not job.cancelled]
+
+    def _others_under_way(self) -> bool:
+        """Whether a request that is not in the queue yet is still expected (being read or decoded)."""
+        return self._open > len({id(job) for job, _ in self._pieces})
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:
@@ -164,6 +176,11 @@ class Batcher:
             key = id(predictor.backbone)
             if key not in self._queues:
                 self._queues[key] = EncoderQueue(max_batch=max_batch, wait_seconds=wait_seconds, observe=observe)
+
+    def expect(self, predictor: Predictor, change: int) -> None:
+        """Announce a request for `predictor` that is being read (+1), or that is over (-1): the worker waits
+        for batch mates only while some are announced but not queued."""
+        self._queues[id(predictor.backbone)].expect(change)
 
     def submit(self, predictor: Predictor, wave: np.ndarray, spans: list[Span]) -> Job:
         """Queue `wave`, cut into `spans`, for `predictor`; the job's future gives the `Prediction`."""

@@ -366,6 +366,16 @@ def create_app(
 
             return await run_in_threadpool(segmented)
         plan = _window_plan(predictor, window, hop)
+        batcher.expect(predictor, +1)
+        try:
+            return await _batched(request, predictor, plan, sample_rate, channels)
+        finally:
+            batcher.expect(predictor, -1)
+
+    async def _batched(request: Request, predictor: Predictor, plan, sample_rate: int | None, channels: int
+                       ) -> Prediction | Response:
+        """Read and decode the request's audio, queue its clip or windows, and wait for the answer (or for the
+        client to leave)."""
         upload = await read_upload(request, limits, sample_rate, channels)
 
         def prepare() -> tuple[np.ndarray, list]:
