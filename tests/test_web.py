@@ -218,6 +218,29 @@ def test_vad_segments_are_drawn_as_they_are(driver: Any, server: str) -> None:
     assert _severe(driver) == []
 
 
+def test_a_vad_timeline_from_the_server_is_drawn_with_its_mean(driver: Any, server: str, clips: dict[str, Path]
+                                                                ) -> None:
+    """With the box ticked the page asks for segment=vad; the bars are the segments' duration-weighted mean."""
+    _open(driver, server, "a")
+    assert driver.find_element(By.ID, "segment-field").is_displayed()  # the schema lists `segment`
+    box = driver.find_element(By.ID, "segment")
+    assert not box.is_selected()  # windows by default; the timeline on request
+    box.click()
+    assert _upload_and_wait(driver, clips["long"]) == "done", driver.find_element(By.ID, "error").text
+    expected = _api(server, driver, "a", clips["long"])
+    segments = expected["segments"]
+    assert len(segments) > 1 and "probabilities" not in expected
+    bands = driver.find_elements(By.CSS_SELECTOR, "#timeline rect.band")
+    assert driver.find_element(By.ID, "timeline").get_attribute("data-kind") == "segments"
+    assert [band.get_attribute("data-label") for band in bands] == [s["label"] for s in segments]
+    total = sum(s["end"] - s["start"] for s in segments)
+    for label, shown in _bars(driver).items():
+        mean = sum(s["probabilities"][label] * (s["end"] - s["start"]) for s in segments) / total
+        assert shown == pytest.approx(mean, abs=TOLERANCE)
+    box.click()  # back to the default for the other tests
+    assert _severe(driver) == []
+
+
 def test_dimensions_are_shown_on_their_scale(driver: Any, server: str, clips: dict[str, Path]) -> None:
     _open(driver, server, "m")
     assert _upload_and_wait(driver, clips["short"]) == "done", driver.find_element(By.ID, "error").text

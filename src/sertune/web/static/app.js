@@ -152,7 +152,28 @@ async function predict(audio) {
 }
 
 // -- drawing the answer ---------------------------------------------------------------------------------
-function render(result, model, name) {
+// A timeline answer (segment=vad) has no answer for the whole recording: its segments' probabilities and
+// dimensions averaged by duration stand in for one, and "no speech" for a recording without speech.
+function withOverall(result, model) {
+  if (!Array.isArray(result.segments) || result.probabilities) return result;
+  const total = result.segments.reduce((sum, s) => sum + (s.end - s.start), 0);
+  const mean = (pick) => {
+    const keys = Object.keys(pick(result.segments[0] || {}) || {});
+    return Object.fromEntries(keys.map((key) => [
+      key, result.segments.reduce((sum, s) => sum + pick(s)[key] * (s.end - s.start), 0) / total,
+    ]));
+  };
+  if (!result.segments.length) return { ...result, label: result.message, probabilities: {} };
+  const probabilities = mean((s) => s.probabilities);
+  const ranked = model.labels.filter((label) => label in probabilities);
+  const label = ranked.reduce((best, l) => (best === null || probabilities[l] > probabilities[best] ? l : best), null);
+  const dimensions = result.segments[0].dimensions ? mean((s) => s.dimensions) : null;
+  const normalized = result.segments[0].dimensions_normalized ? mean((s) => s.dimensions_normalized) : null;
+  return { ...result, label, probabilities, dimensions, dimensions_normalized: normalized, silent: false };
+}
+
+function render(answer, model, name) {
+  const result = withOverall(answer, model);
   $("result").hidden = false;
   $("result").dataset.duration = result.duration;
   $("top-label").textContent = result.label ?? "";
