@@ -67,7 +67,7 @@ def test_references_beside_the_run_on_the_same_corpus_and_folds(tmp_path: Path) 
     (tmp_path / "runs" / "broken" / "summary.json").write_text("{not json")
 
     references = find_references(tmp_path / "runs" / "lora", trained)
-    assert [(r.path.name, r.uar) for r in references] == [("mfcc", 54.0), ("probe", 68.0)]
+    assert [(r.path.name, r.value) for r in references] == [("mfcc", 54.0), ("probe", 68.0)]
     lines, weak = compare_with_references(trained, references)
     assert weak
     assert lines[0] == "test UAR over the same fold(s): this run 62.0%"
@@ -82,3 +82,27 @@ def test_no_warning_when_the_run_beats_the_probe(tmp_path: Path) -> None:
     lines, weak = compare_with_references(trained, find_references(tmp_path / "lora", trained))
     assert not weak and len(lines) == 2 and not any(line.startswith("warning:") for line in lines)
     assert compare_with_references(trained, []) == ([], False)
+
+
+def test_a_dimensional_run_is_compared_by_ccc_with_dimensional_baselines_only(tmp_path: Path) -> None:
+    def dimensional(folds: dict[str, float], *, backbone: str, baseline: bool) -> dict:
+        summary = _summary("/c/synth", dict.fromkeys(folds, 0.0), backbone=backbone, baseline=baseline)
+        summary["folds"] = {name: {"test": {"ccc_mean": ccc}} for name, ccc in folds.items()}
+        summary["test"] = {"ccc_mean": {"mean": sum(folds.values()) / len(folds), "std": None, "n": len(folds)}}
+        return summary
+
+    trained = dimensional({"fold1": 0.5, "fold2": 0.7}, backbone="whisper-tiny.en", baseline=False)
+    _write(tmp_path / "runs" / "avd", trained)
+    _write(tmp_path / "runs" / "ridge", dimensional({"fold1": 0.4, "fold2": 0.5}, backbone="mfcc-statistics",
+                                                     baseline=True))
+    _write(tmp_path / "runs" / "mfcc",  # a categorical baseline has no CCC: no reference for this run
+           _summary("/c/synth", {"fold1": 50.0, "fold2": 58.0}, backbone="mfcc-statistics", baseline=True))
+    references = find_references(tmp_path / "runs" / "avd", trained)
+    assert [(r.path.name, r.value) for r in references] == [("ridge", 0.45)]
+    lines, weak = compare_with_references(trained, references)
+    assert not weak and lines[0] == "test mean CCC over the same fold(s): this run 0.600"
+    assert "0.450" in lines[1]
+    # and a categorical run never takes the ridge regression as its reference
+    categorical = _summary("/c/synth", {"fold1": 60.0, "fold2": 64.0}, backbone="whisper-tiny.en", baseline=False)
+    _write(tmp_path / "runs" / "lora", categorical)
+    assert [r.path.name for r in find_references(tmp_path / "runs" / "lora", categorical)] == ["mfcc"]

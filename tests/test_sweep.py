@@ -345,3 +345,16 @@ def test_a_preempted_slurm_cell_is_requeued_and_resumes_to_the_same_metrics(
     result = run_sweep(spec, tmp_path / "local", tmp_path / "cache")
     assert result.returncode == 0, result.stdout + result.stderr
     assert all_metrics(out) == all_metrics(tmp_path / "local") and len(all_metrics(out)) == 2
+
+
+def test_status_shows_a_dimensional_cell_by_its_mean_ccc() -> None:
+    from sertune.sweep.status import format_rows
+
+    rows = [
+        {"name": "synthetic/whisper-tiny.en/lora", "state": "done", "test_uar": {"mean": 61.25, "std": 2.5, "n": 2},
+         "test_ccc": None, "seconds": 75.0, "error": None},
+        {"name": "synthetic/whisper-tiny.en/lora/task=dimensional", "state": "done", "test_uar": None,
+         "test_ccc": {"mean": 0.4312, "std": 0.05, "n": 2}, "seconds": 61.0, "error": None},
+    ]
+    text = format_rows(rows)
+    assert "61.2 ± 2.5 (2 folds)" in text and "CCC 0.431 ± 0.050 (2 folds)" in text and "2 done" in text

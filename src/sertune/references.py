@@ -5,7 +5,8 @@ linear probe on the frozen encoder and the MFCC-statistics baseline (`sertune ba
 `find_references` looks for such baseline runs beside the trained run (sibling directories of its
 run directory, e.g. `runs/*`) that were scored on the same prepared corpus and on every fold the
 trained run has, and `compare_with_references` words the comparison, with a warning when the
-trained run is below the linear probe.
+trained run is below the linear probe. Runs with classes are compared by test UAR, dimensional runs
+by test mean CCC (against the ridge-regression baseline), each only with baselines that have it.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ PROBE_PREFIX = "linear-probe"
 
 @dataclass(frozen=True)
 class Reference:
-    """A baseline run's mean test UAR over the trained run's folds."""
+    """A baseline run's mean test score (UAR, or mean CCC: `headline`) over the trained run's folds."""
 
     path: Path
     name: str  # the summary's backbone field: "mfcc-statistics" or "linear-probe:<encoder>"
     method: str  # e.g. "linear-probe-weighted" or "linear-probe-weighted-speaker-normalised"
-    uar: float
+    value: float
 
     @property
     def is_probe(self) -> bool:
@@ -48,11 +49,18 @@ def _is_baseline(summary: dict[str, Any]) -> bool:
     return summary.get("checkpoint_bytes") is None and parameters.get("encoder") == 0
 
 
+def headline(summary: dict[str, Any]) -> str:
+    """The score a run is compared by: `uar` for a run with classes, `ccc_mean` for a dimensional one."""
+    return "uar" if "uar" in summary.get("test", {}) else "ccc_mean"
+
+
 def find_references(run_dir: str | Path, summary: dict[str, Any]) -> list[Reference]:
-    """Baseline runs beside `run_dir` on the same corpus directory that scored every fold of `summary`."""
+    """Baseline runs beside `run_dir` on the same corpus directory that scored every fold of `summary`
+    by the same score (`headline`)."""
     run_dir = Path(run_dir).resolve()
     folds = list(summary.get("folds") or {})
-    if not folds or not run_dir.parent.is_dir():
+    key = headline(summary)
+    if not folds or not run_dir.parent.is_dir() or key not in summary.get("test", {}):
         return []
     found = []
     for candidate in sorted(run_dir.parent.glob(f"*/{SUMMARY}")):
@@ -62,28 +70,33 @@ def find_references(run_dir: str | Path, summary: dict[str, Any]) -> list[Refere
         if other is None or not _is_baseline(other) or other.get("corpus_dir") != summary.get("corpus_dir"):
             continue
         scored = other.get("folds") or {}
-        if not all(name in scored for name in folds):
+        if not all(name in scored and scored[name]["test"].get(key) is not None for name in folds):
             continue
-        uar = float(np.mean([scored[name]["test"]["uar"] for name in folds]))
-        found.append(Reference(candidate.parent, str(other.get("backbone")), str(other.get("method")), uar))
+        value = float(np.mean([scored[name]["test"][key] for name in folds]))
+        found.append(Reference(candidate.parent, str(other.get("backbone")), str(other.get("method")), value))
     return found
 
 
 def compare_with_references(summary: dict[str, Any], references: list[Reference]) -> tuple[list[str], bool]:
-    """Lines that put the run's test UAR beside each reference, and whether it is below a linear probe."""
+    """Lines that put the run's test score beside each reference, and whether it is below a linear probe."""
     if not references:
         return [], False
+    if headline(summary) == "ccc_mean":
+        ccc = summary["test"]["ccc_mean"]["mean"]
+        lines = [f"test mean CCC over the same fold(s): this run {'undefined' if ccc is None else format(ccc, '.3f')}"]
+        lines += [f"  {r.name + ' ' + r.method:<60} {r.value:6.3f}  ({r.path})" for r in references]
+        return lines, False
     uar = float(summary["test"]["uar"]["mean"])
     lines = [f"test UAR over the same fold(s): this run {uar:.1f}%"]
     lines += [
-        f"  {reference.name + ' ' + reference.method:<60} {reference.uar:5.1f}%  ({reference.path})"
+        f"  {reference.name + ' ' + reference.method:<60} {reference.value:5.1f}%  ({reference.path})"
         for reference in references
     ]
-    weak = [reference for reference in references if reference.is_probe and uar < reference.uar]
+    weak = [reference for reference in references if reference.is_probe and uar < reference.value]
     if weak:
-        best = max(weak, key=lambda reference: reference.uar)
+        best = max(weak, key=lambda reference: reference.value)
         lines.append(
-            f"warning: this run is {best.uar - uar:.1f} points below the linear probe on the frozen encoder "
+            f"warning: this run is {best.value - uar:.1f} points below the linear probe on the frozen encoder "
             f"({best.name}): training learned less than a linear read-out of the encoder. On a small corpus, "
             "try more optimiser steps (more epochs or a smaller --batch-size) or a lower --lr (docs/training.md)."
         )
