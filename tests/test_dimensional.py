@@ -244,7 +244,7 @@ def test_dimensions_from_predict_serve_and_onnx_agree(dimensional_run: Path, tmp
 
 
 def test_cross_corpus_evaluation_scores_dimensions_on_the_test_corpus(dimensional_run: Path, small_corpus: Path,
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path, cli) -> None:
     from sertune.cross_corpus import evaluate_run
 
     summary = evaluate_run(dimensional_run, small_corpus, tmp_path / "own", part="test")
@@ -255,6 +255,10 @@ def test_cross_corpus_evaluation_scores_dimensions_on_the_test_corpus(dimensiona
             for metric in ("ccc", "pearson", "mae"):
                 assert again[key]["dimensions"][name][metric] == pytest.approx(scores[metric], abs=1e-5)
     assert summary["task"] == "dimensional" and "dimensions.arousal.ccc" in summary["test"]
+    code, out, _ = cli(["evaluate", str(dimensional_run), str(small_corpus), "--part", "test",
+                        "--out", str(tmp_path / "cli")])
+    assert code == 0 and "synthetic -> synthetic (test): test CCC arousal" in out
+    assert f"fold1: CCC arousal {again['test']['dimensions']['arousal']['ccc']:.3f}" in out
     header = (tmp_path / "own/folds/fold1/predictions.csv").read_text().splitlines()[0]
     assert header == "id,label,true_arousal,predicted_arousal,true_valence,predicted_valence,true_dominance," \
         "predicted_dominance"

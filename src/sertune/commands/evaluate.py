@@ -27,19 +27,22 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print the UAR over folds and what was left out."""
+    """Evaluate and print the UAR (and/or CCC) over folds and what was left out."""
     import logging
 
-    from sertune.commands._format import mean_std
+    from sertune.commands._format import summary_figures
     from sertune.cross_corpus import evaluate_run
+    from sertune.train import headline
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = evaluate_run(args.run, args.corpus, args.out, part=args.part, fold=args.fold, device=args.device)
     where = summary["evaluation"]
-    print(f"{where['trained_on']} -> {summary['corpus']} ({where['part']}): test UAR "
-          f"{mean_std(summary['test']['uar'])}% over {summary['test']['uar']['n']} fold(s)")
+    test = summary["test"]
+    print(f"{where['trained_on']} -> {summary['corpus']} ({where['part']}): test {summary_figures(test)} over "
+          f"{max(entry['n'] for entry in test.values())} fold(s)")
     for name, fold in summary["folds"].items():
         left_out = where["left_out"].get(name)
         note = f"; left out (class unknown to the run): {left_out}" if left_out else ""
-        print(f"  {name}: UAR {fold['test']['uar']:.1f}% on {fold['test']['n']} clips{note}")
+        clips = fold["test"].get("n") or max(d["n"] for d in fold["test"]["dimensions"].values())
+        print(f"  {name}: {headline(fold['test'])} on {clips} clips{note}")
     return 0

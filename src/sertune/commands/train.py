@@ -13,10 +13,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from sertune.commands._format import mean_std
+from sertune.commands._format import summary_figures
 from sertune.commands._help import show_default
 from sertune.config import BALANCES, PRESETS, SECTIONS, TrainConfig, read_yaml, resolve_config
-from sertune.dimensions import DIMENSIONS, parse_dimensions
+from sertune.dimensions import parse_dimensions
 from sertune.errors import SertuneError
 from sertune.options import add_tuning_arguments
 from sertune.precision import PRECISIONS
@@ -122,14 +122,6 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
         if values:
             settings[section] = values
     return settings
-
-
-def summary_figures(test: dict[str, Any]) -> str:
-    """Mean ± std over folds of the run's main figures: UAR and/or each dimension's CCC."""
-    figures = [f"UAR {mean_std(test['uar'])}%"] if "uar" in test else []
-    ccc = [name for name in DIMENSIONS if f"dimensions.{name}.ccc" in test]
-    figures += [f"CCC {name} {mean_std(test[f'dimensions.{name}.ccc'], digits=3)}" for name in ccc]
-    return ", ".join(figures)
 
 
 def run(args: argparse.Namespace) -> int:
