@@ -253,7 +253,9 @@ def test_cross_corpus_evaluation_scores_dimensions_on_the_test_corpus(dimensiona
     for key in ("test", "test_unknown_speaker"):
         for name, scores in wrote[key]["dimensions"].items():
             for metric in ("ccc", "pearson", "mae"):
-                assert again[key]["dimensions"][name][metric] == pytest.approx(scores[metric], abs=1e-5)
+                # The speaker statistics are recomputed from the feature cache, whose moments depend on which
+                # clips shared an encoder batch when it was filled (float noise): CCCs move by ~1e-5.
+                assert again[key]["dimensions"][name][metric] == pytest.approx(scores[metric], abs=1e-4)
     assert summary["task"] == "dimensional" and "dimensions.arousal.ccc" in summary["test"]
     code, out, _ = cli(["evaluate", str(dimensional_run), str(small_corpus), "--part", "test",
                         "--out", str(tmp_path / "cli")])
