@@ -28,7 +28,7 @@ from sertune.backbones import Backbone, load_backbone
 from sertune.checkpoint import read_metadata
 from sertune.config import RunConfig, config_from_dict
 from sertune.corpora import Corpus, Utterance, load_corpus
-from sertune.dimensions import corpus_dimensions, dimension_scores
+from sertune.dimensions import corpus_dimensions, dimension_scores, normalized_targets
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, score
 from sertune.feature_cache import open_cache
@@ -123,10 +123,7 @@ def evaluate_fold(run: Path, fold: str, corpus: Corpus, part: str, *, config: Ru
                            f"{', '.join(corpus.labels)}")
     by_speaker = statistics.of(readable, corpus.labels) if statistics is not None else None
     truth = np.array([labels.index(clip.label) if labels else 0 for clip in readable])
-    targets = None
-    if dimensions:
-        scores = dimension_scores(readable, [d.name for d in dimensions])
-        targets = np.stack([d.normalize(scores[:, i]) for i, d in enumerate(dimensions)], axis=1).astype(np.float32)
+    targets = normalized_targets(readable, dimensions) if dimensions else None
     outputs = _logits(predictor, readable, waves, by_speaker)
     predictions = Predictions(np.arange(len(readable)), outputs, truth, targets)
     metrics: dict[str, Any] = {"fold": fold, "complete": True, "best_epoch": best_epoch, "part": part, "dev": {},

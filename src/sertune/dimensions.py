@@ -114,6 +114,27 @@ def dimension_scores(utterances: Sequence, names: Sequence[str]) -> np.ndarray:
     return scores
 
 
+def normalized_targets(utterances: Sequence, dimensions: Sequence[Dimension]) -> np.ndarray:
+    """The clips' scores of `dimensions` normalised to [0, 1] by their scales, float32 [clips, dimensions]
+    (NaN where a clip has no score): what a model is trained on and compared with."""
+    import numpy as np
+
+    scores = dimension_scores(utterances, [d.name for d in dimensions])
+    for column, dimension in enumerate(dimensions):
+        scores[:, column] = dimension.normalize(scores[:, column])
+    return scores.astype(np.float32)
+
+
+def on_scales(values: np.ndarray, dimensions: Sequence[Dimension]) -> np.ndarray:
+    """Normalised values [n, dimensions] back on each dimension's scale, as float64."""
+    import numpy as np
+
+    scaled = np.array(values, dtype=np.float64)
+    for column, dimension in enumerate(dimensions):
+        scaled[:, column] = dimension.denormalize(scaled[:, column])
+    return scaled
+
+
 def corpus_dimensions(corpus, names: Sequence[str]) -> list[Dimension]:
     """The `names` dimensions of a prepared corpus with their scales, or a one-line error naming the
     corpus and the columns looked for when it has no scores of one."""

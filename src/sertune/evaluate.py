@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from sertune.corpora import Utterance
 from sertune.data import make_loader
 from sertune.dimension_metrics import score_dimensions
-from sertune.dimensions import Dimension
+from sertune.dimensions import Dimension, on_scales
 from sertune.metrics import score_predictions
 from sertune.objective import Objective
 from sertune.sampler import ShardedEvalBatchSampler
@@ -117,10 +117,8 @@ def _score_rows(
         predicted = predictions.logits[rows, :n_classes].argmax(axis=1)
         metrics = score_predictions(predictions.labels[rows], predicted, list(genders[rows]), labels)
     if dimensions:
-        true, pred = predictions.targets[rows].astype(np.float64), predictions.logits[rows, n_classes:]
-        for column, dimension in enumerate(dimensions):
-            true[:, column] = dimension.denormalize(true[:, column])
-        pred = np.stack([d.denormalize(pred[:, i].astype(np.float64)) for i, d in enumerate(dimensions)], axis=1)
+        true = on_scales(predictions.targets[rows], dimensions)
+        pred = on_scales(predictions.logits[rows, n_classes:], dimensions)
         scores = score_dimensions(true, pred, list(genders[rows]), [d.name for d in dimensions])
         metrics["dimension_fairness"] = scores.pop("fairness")
         metrics.update(scores)

@@ -135,6 +135,10 @@ class Predictor:
         )
 
     # -- preparing input -----------------------------------------------------------------------
+    def plan_for(self, window: float | None, hop: float | None) -> WindowPlan:
+        """The windowing a call asks for: the predictor's own (`default_plan`) unless it gives a window or hop."""
+        return self.default_plan if window is None and hop is None else self.plan(window, hop)
+
     def plan(self, window: float | None = None, hop: float | None = None) -> WindowPlan:
         """Windowing for these window/hop seconds (None: the run's training crop, half of it as hop).
 
@@ -239,7 +243,7 @@ class Predictor:
         hop: float | None = None,
     ) -> list[Prediction]:
         """Predictions for waveforms already prepared by `waveform` (the model's rate, mono)."""
-        plan = self.default_plan if window is None and hop is None else self.plan(window, hop)
+        plan = self.plan_for(window, hop)
         spans = [plan.spans(len(wave)) for wave in waves]
         segments = [wave[start:end] for wave, clip_spans in zip(waves, spans, strict=True) for start, end in clip_spans]
         logits = iter(self.logits(segments))

@@ -357,7 +357,7 @@ def create_app(
             upload = await read_upload(request, limits, sample_rate, channels)
 
             def segmented() -> JSONResponse:
-                wave = predictor.waveform(decode(upload, limits, predictor.sample_rate), predictor.sample_rate)
+                wave = _waveform(predictor, upload, limits)
                 try:
                     found = timeline(predictor, wave, min_segment=min_segment, max_segment=max_segment)
                 except SertuneError as error:
@@ -379,7 +379,7 @@ def create_app(
         upload = await read_upload(request, limits, sample_rate, channels)
 
         def prepare() -> tuple[np.ndarray, list]:
-            wave = predictor.waveform(decode(upload, limits, predictor.sample_rate), predictor.sample_rate)
+            wave = _waveform(predictor, upload, limits)
             spans = plan.spans(len(wave))
             if len(spans) > limits.max_windows:
                 raise Rejected(413, f"{len(spans)} windows are over this server's limit of {limits.max_windows} per "
@@ -400,10 +400,15 @@ def create_app(
     return app
 
 
+def _waveform(predictor: Predictor, upload: Upload, limits: Limits) -> np.ndarray:
+    """The upload decoded and checked as the predictor's waveform (too short, out of range: a 422)."""
+    return predictor.waveform(decode(upload, limits, predictor.sample_rate), predictor.sample_rate)
+
+
 def _window_plan(predictor: Predictor, window: float | None, hop: float | None):
     """The request's windowing; a window or hop that is not a sane number of seconds is a 400."""
     try:
-        return predictor.plan(window, hop) if window is not None or hop is not None else predictor.default_plan
+        return predictor.plan_for(window, hop)
     except SertuneError as error:
         raise Rejected(400, str(error)) from None
 

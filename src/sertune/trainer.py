@@ -31,7 +31,7 @@ from sertune.checkpoint import WEIGHTS, save_classifier
 from sertune.config import RunConfig
 from sertune.corpora import Corpus, Fold, Utterance
 from sertune.data import WaveformDataset, collate_features, collate_waveforms, make_loader
-from sertune.dimensions import Dimension, corpus_dimensions, dimension_scores, score_text
+from sertune.dimensions import Dimension, corpus_dimensions, dimension_scores, normalized_targets, score_text
 from sertune.errors import SertuneError
 from sertune.evaluate import Predictions, predict_dataset, score
 from sertune.feature_cache import FeatureCache, FeatureDataset, open_cache
@@ -118,7 +118,8 @@ class FoldTrainer:
         if not task.classifies:
             names = task.predicted_dimensions
             for name, clips in parts.items():
-                kept = [u for u in clips if not np.isnan(dimension_scores([u], names)).all()]
+                scored = ~np.isnan(dimension_scores(clips, names)).all(axis=1)
+                kept = [u for u, keep in zip(clips, scored, strict=True) if keep]
                 self.unscored[name] = len(clips) - len(kept)
                 parts[name] = kept
             if any(self.unscored.values()):
@@ -175,12 +176,8 @@ class FoldTrainer:
     def _build_splits(self, parts: dict[str, list[Utterance]], cache: FeatureCache | None) -> dict[str, Split]:
         splits = self._datasets(parts, cache)
         if self.dimensions:
-            names = [d.name for d in self.dimensions]
             for split in splits.values():
-                scores = dimension_scores(split.utterances, names)
-                split.dataset.targets = np.stack(
-                    [d.normalize(scores[:, i]) for i, d in enumerate(self.dimensions)], axis=1
-                ).astype(np.float32)
+                split.dataset.targets = normalized_targets(split.utterances, self.dimensions)
         return splits
 
     def _datasets(self, parts: dict[str, list[Utterance]], cache: FeatureCache | None) -> dict[str, Split]:

@@ -81,10 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from sertune.inference import check_device, load_many
+    from sertune.inference import load_many
 
     api_key = read_api_key(args.api_key_file) if args.api_key_file else None
-    check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     predictors = load_many(
