@@ -139,8 +139,8 @@ def trained_count(classifier: EmotionClassifier) -> int:
     return sum(p.numel() for p in classifier.parameters() if p.requires_grad)
 
 
-def lora_backbone(model_name: str, *, merged: bool) -> Backbone:
-    """A backbone with LoRA-16 on the FFN linears (lora_B perturbed), merged or not, in eval mode."""
+def lora_classifier(model_name: str, *, merged: bool) -> EmotionClassifier:
+    """A classifier with LoRA-16 on the FFN linears (lora_B perturbed), merged or not, in eval mode."""
     classifier = EmotionClassifier(make_backbone(model_name), LABELS, TuningConfig(method="lora"))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -152,7 +152,12 @@ def lora_backbone(model_name: str, *, merged: bool) -> Backbone:
         leftover = [name for name, _ in classifier.backbone.named_parameters() if "lora_" in name]
         if leftover:
             raise RuntimeError(f"merge left LoRA tensors behind: {leftover[:3]}")
-    return classifier.backbone.eval()
+    return classifier.eval()
+
+
+def lora_backbone(model_name: str, *, merged: bool) -> Backbone:
+    """The backbone of `lora_classifier`: LoRA-16 on the FFN, merged or not, in eval mode."""
+    return lora_classifier(model_name, merged=merged).backbone
 
 
 def encode_call(backbone: Backbone, waveforms: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:

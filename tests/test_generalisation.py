@@ -52,8 +52,11 @@ def test_the_default_frozen_head_reaches_the_linear_probe(unseen, tmp_path):
     assert frozen >= probe - 3.0, f"frozen {frozen:.1f} vs linear probe {probe:.1f}"
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/training.md): on 192 training clips default LoRA "
-                   "scored 51.6 against the probe's 62.5; the issue's goal for LoRA is not met yet")
+# Not a goal check: on one fold of 64 test clips LoRA's result moves by up to 15 points with incidental
+# changes of the random stream or the order of floating-point sums (51.6, 67.2 and 64.1 in three builds,
+# docs/training.md). The run must still finish and score; only the comparison is allowed to miss.
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason="known gap (docs/training.md): default LoRA "
+                   "scored 51.6-67.2 against the probe's 62.5 on this fold, depending on the build")
 def test_default_lora_reaches_the_linear_probe(unseen, tmp_path):
     corpus, cache, probe = unseen
     lora = _default_run(corpus, cache, tmp_path / "lora", "lora", 13)

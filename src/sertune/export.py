@@ -433,12 +433,8 @@ class WhisperGraph(nn.Module):
         width = samples // HOP_LENGTH
         spectrum = nn.functional.conv1d(padded[:, None, :], self.dft, stride=HOP_LENGTH)[..., :width]
         real, imaginary = spectrum.chunk(2, dim=1)
-        mel = self.backbone.log_mel.filters @ (real.square() + imaginary.square())
-        log_mel = mel.clamp(min=1e-10).log10()
-        valid = _steps_below(LogMel.frames(lengths), width)[:, None, :]
-        peak = log_mel.masked_fill(~valid, -torch.inf).amax(dim=(1, 2), keepdim=True)
-        log_mel = (torch.maximum(log_mel, peak - 8.0) + 4.0) / 4.0
-        return log_mel.masked_fill(~valid, 0.0)
+        power = real.square() + imaginary.square()
+        return self.backbone.log_mel.scaled(power, _steps_below(LogMel.frames(lengths), width))
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """L+1 hidden states and frame lengths, as `WhisperBackbone.encode` returns them."""

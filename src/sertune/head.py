@@ -8,7 +8,7 @@ from torch import nn
 
 from sertune.head_config import HeadConfig
 
-__all__ = ["EmotionHead", "HeadConfig", "Statistics"]
+__all__ = ["EmotionHead", "HeadConfig", "Statistics", "channel_first_dropout"]
 
 # Per-clip (mean, std) of every layer output, each [B, L+1, D] like the L+1 hidden states.
 Statistics = tuple[torch.Tensor, torch.Tensor]
@@ -55,6 +55,21 @@ class EmotionHead(nn.Module):
         """The per-layer rows [..., L+1, D] of the layers this head weighs."""
         return values if self.include_embedding else values[..., 1:, :]
 
+    def _frame_layers(self, frames: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolutions of `frame_layers` on time-major frames [B, T, D], as linear maps.
+
+        A 1x1 Conv1d is a linear map of each frame; applied as one on [B, T, D] it needs no transposed
+        copies of the frames, forward or backward (the Conv1d modules keep the saved tensors' layout).
+        """
+        for layer in self.frame_layers:
+            if isinstance(layer, nn.Conv1d):
+                frames = nn.functional.linear(frames, layer.weight.squeeze(-1), layer.bias)
+            elif isinstance(layer, nn.Dropout):
+                frames = channel_first_dropout(frames, layer.p) if self.training and layer.p > 0 else frames
+            else:
+                frames = layer(frames)
+        return frames
+
     def forward(
         self, hidden_states: tuple[torch.Tensor, ...], frame_lengths: torch.Tensor, statistics: Statistics | None = None
     ) -> torch.Tensor:
@@ -78,12 +93,23 @@ class EmotionHead(nn.Module):
             mixed = sum(
                 (state.float() - mean[:, i, None, :]) * scale[:, i, None, :] for i, state in enumerate(states)
             ).to(states[0].dtype)
-        frames = self.frame_layers(mixed.transpose(1, 2))  # [B, C, T]
-        valid = torch.arange(frames.shape[-1], device=frames.device)[None, :] < frame_lengths[:, None]
-        valid = valid[:, None, :].to(frames.dtype)
-        pooled = (frames * valid).sum(dim=-1) / frame_lengths[:, None].clamp(min=1).to(frames.dtype)
+        frames = self._frame_layers(mixed)  # [B, T, C]
+        valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < frame_lengths[:, None]
+        share = valid.to(frames.dtype) / frame_lengths[:, None].clamp(min=1).to(frames.dtype)
+        pooled = torch.bmm(share[:, None, :], frames)[:, 0]  # the mean over valid frames, one product
         outputs = self.output_layers(pooled)
         if not self.num_dimensions:
             return outputs
         split = outputs.shape[-1] - self.num_dimensions
         return torch.cat([outputs[:, :split], torch.sigmoid(outputs[:, split:])], dim=-1)
+
+
+def channel_first_dropout(frames: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout of time-major frames [B, T, C] with its mask drawn channel-first, as `nn.Dropout` draws it.
+
+    The mask is drawn in the order `nn.Dropout` would draw it on the [B, C, T] input of the Conv1d
+    layers, so a seeded run takes the same random stream (and trains as it did) whichever layout
+    the head computes in.
+    """
+    keep = frames.new_empty(frames.shape[0], frames.shape[2], frames.shape[1]).bernoulli_(1 - p).div_(1 - p)
+    return frames * keep.transpose(1, 2)

@@ -24,6 +24,18 @@ HOP_LENGTH = 160
 SAMPLE_RATE = 16000
 
 
+def reflect_pad_clips(waveforms: torch.Tensor, lengths: torch.Tensor, half: int) -> torch.Tensor:
+    """Each clip's valid samples reflect-padded by `half` at both of its own edges, zeros after: [B, N + 2 half]."""
+    if bool((lengths == waveforms.shape[1]).all()):
+        # Training crops are mostly of one length: one pad for the batch (1.3 ms against 2.2 for 8 x 6 s).
+        return nn.functional.pad(waveforms[:, None, :], (half, half), mode="reflect")[:, 0]
+    padded = waveforms.new_zeros(waveforms.shape[0], waveforms.shape[1] + 2 * half)
+    for i, length in enumerate(lengths.tolist()):
+        clip = waveforms[i, :length].view(1, 1, -1)
+        padded[i, : length + 2 * half] = nn.functional.pad(clip, (half, half), mode="reflect").view(-1)
+    return padded
+
+
 class LogMel(nn.Module):
     """Whisper's log-mel spectrogram for a padded batch, computed per clip over its valid samples.
 
@@ -45,20 +57,18 @@ class LogMel(nn.Module):
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Log-mel features [B, n_mels, max frames] of 16-kHz `waveforms` [B, N] with valid `lengths`."""
-        waveforms = waveforms.float()
-        half = N_FFT // 2
-        padded = waveforms.new_zeros(waveforms.shape[0], waveforms.shape[1] + N_FFT)
-        for i, length in enumerate(lengths.tolist()):
-            clip = waveforms[i, :length].view(1, 1, -1)
-            padded[i, : length + N_FFT] = nn.functional.pad(clip, (half, half), mode="reflect").view(-1)
+        padded = reflect_pad_clips(waveforms.float(), lengths, N_FFT // 2)
         n_frames = self.frames(lengths)
         width = int(n_frames.max())
         spectrum = torch.stft(
             padded, N_FFT, HOP_LENGTH, window=self.window, center=False, return_complex=True
         )[..., :width]
-        mel = self.filters @ spectrum.abs().square()
-        log_mel = mel.clamp(min=1e-10).log10()
         valid = torch.arange(width, device=lengths.device)[None, :] < n_frames[:, None]
+        return self.scaled(spectrum.abs().square(), valid)
+
+    def scaled(self, power: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Whisper's log-mel scaling of a power spectrum [B, bins, frames], frames past `valid` [B, frames] zero."""
+        log_mel = (self.filters @ power).clamp(min=1e-10).log10()
         valid = valid[:, None, :]
         peak = log_mel.masked_fill(~valid, -torch.inf).amax(dim=(1, 2), keepdim=True)
         log_mel = (torch.maximum(log_mel, peak - 8.0) + 4.0) / 4.0
@@ -124,7 +134,8 @@ class WhisperBackbone(Backbone):
             )
         features = nn.functional.pad(features, (0, 2 * steps - features.shape[-1]))
         features = features.to(self.model.conv1.weight.dtype)
-        self._mel_frames = mel_frames
+        # Without a clip shorter than the conv input, there is no padded frame to zero.
+        self._mel_frames = mel_frames if bool((mel_frames < 2 * steps).any()) else None
         padded = bool((frames < steps).any())
         self._key_mask = (
             torch.arange(steps, device=frames.device)[None, :] < frames[:, None] if padded else None

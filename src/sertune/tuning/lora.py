@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import Linear as PeftLoraLinear
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
@@ -55,6 +57,52 @@ def inject_lora(backbone: Backbone, config: TuningConfig, adapter_name: str) -> 
         bias="none",
     )
     inject_adapter_in_model(lora, backbone.model, adapter_name=adapter_name)
+    for layer in lora_layers(backbone.model):
+        if type(layer) is PeftLoraLinear:
+            layer.__class__ = FusedLoraLinear
+
+
+class FusedLoraLinear(PeftLoraLinear):
+    """peft's LoRA linear, with plain LoRA computed as two `addmm` instead of three passes over the output.
+
+    peft computes base(x), then lora_B(lora_A(x)), multiplies it by the scaling and adds it: two
+    extra reads and writes of an output as wide as the FFN. Here the low-rank product is added into
+    the base output by the matrix product itself (`addmm` with `alpha=scaling`): the same outputs
+    (bit-identical on CPU in fp32; gradients equal up to the order of float sums) with two fewer
+    passes over FFN-wide tensors (benchmarks/roofline.py's profile, benchmarks/step_candidates.py).
+    Anything else (merged, disabled, several active adapters, dropout, DoRA or other variants, a
+    LoRA bias, mixed batches, transposed weights, autocast) goes through peft's own forward.
+    """
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        adapter = self._plain_adapter(args, kwargs)
+        if adapter is None:
+            return super().forward(x, *args, **kwargs)
+        base, down, up = self.base_layer, self.lora_A[adapter], self.lora_B[adapter]
+        rows = x.reshape(-1, x.shape[-1])
+        if base.bias is None:
+            out = rows @ base.weight.T
+        else:
+            out = torch.addmm(base.bias, rows, base.weight.T)
+        out = torch.addmm(out, rows @ down.weight.T, up.weight.T, alpha=self.scaling[adapter])
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _plain_adapter(self, args: tuple, kwargs: dict) -> str | None:
+        """The one active adapter when it is plain LoRA in fp32-like conditions, else None."""
+        if args or kwargs or self.merged or self.disable_adapters or self.fan_in_fan_out:
+            return None
+        adapters = [name for name in self.active_adapters if name in self.lora_A]
+        if len(adapters) != 1:
+            return None
+        (adapter,) = adapters
+        plain = (
+            isinstance(self.lora_dropout[adapter], nn.Identity)
+            and adapter not in self.lora_variant
+            and not self.lora_bias.get(adapter, False)
+            and type(self.base_layer) is nn.Linear
+            and not torch.is_autocast_enabled(self.base_layer.weight.device.type)
+        )
+        return adapter if plain else None
 
 
 def lora_layers(module: nn.Module) -> list[LoraLayer]:
