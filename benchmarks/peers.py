@@ -71,7 +71,15 @@ from _timing import (
     table,
     time_once,
 )
-from peft_overhead import LABELS, SAMPLE_RATE, make_backbone, make_batch, make_classifier, training_step
+from peft_overhead import (
+    LABELS,
+    SAMPLE_RATE,
+    inference_call,
+    make_backbone,
+    make_batch,
+    make_classifier,
+    training_step,
+)
 from sertune.backbones import SPECS
 from sertune.backbones.loader import _NO_LAYERDROP
 from whisper_length import PADDED_SAMPLES
@@ -168,16 +176,6 @@ def hf_classifier(model_name: str) -> HFClassifier:
         modules_to_save=["projector", "classifier"],
     )
     return HFClassifier(get_peft_model(model, lora), extract).train()
-
-
-def inference_call(classifier: nn.Module, waveforms: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
-    """One forward of the whole classifier (features included) in inference mode."""
-
-    def call() -> object:
-        with torch.inference_mode():
-            return classifier(waveforms, lengths)
-
-    return call
 
 
 def trainable_split(classifier: nn.Module) -> tuple[int, int]:

@@ -160,10 +160,12 @@ def lora_backbone(model_name: str, *, merged: bool) -> Backbone:
     return lora_classifier(model_name, merged=merged).backbone
 
 
-def encode_call(backbone: Backbone, waveforms: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
+def inference_call(module: torch.nn.Module, waveforms: torch.Tensor, lengths: torch.Tensor) -> Callable[[], object]:
+    """One forward of `module` (a backbone encodes, a classifier classifies) on the batch, in inference mode."""
+
     def call() -> object:
         with torch.inference_mode():
-            return backbone.encode(waveforms, lengths)
+            return module(waveforms, lengths)
 
     return call
 
@@ -203,7 +205,7 @@ def measure_inference(model_name: str, batch: tuple[torch.Tensor, ...], repeats:
         "LoRA-16 merged": lora_backbone(model_name, merged=True),
         "LoRA-16 unmerged": lora_backbone(model_name, merged=False),
     }
-    calls = {name: encode_call(backbone, waveforms, lengths) for name, backbone in backbones.items()}
+    calls = {name: inference_call(backbone, waveforms, lengths) for name, backbone in backbones.items()}
     times = interleave(
         calls, repeats=repeats, warmup=warmup, progress=lambda text: log(f"{model_name} inference: {text}")
     )

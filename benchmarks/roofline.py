@@ -31,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from _timing import environment, load_average, log, median, setup, table, time_once
-from peft_overhead import lora_classifier, make_batch, make_classifier, training_step
+from peft_overhead import inference_call, lora_classifier, make_batch, make_classifier, training_step
 from sertune.backbones import SPECS
 from sertune.model import EmotionClassifier
 
@@ -66,17 +66,6 @@ def measure_peak() -> dict[str, float]:
     if native_bf16():
         peaks["bf16"] = max(matmul_rate(size, size, size, torch.bfloat16) for size in PEAK_SIZES)
     return peaks
-
-
-def inference_call(classifier: EmotionClassifier, batch: tuple) -> Callable[[], object]:
-    """The classifier's forward on the batch in inference mode."""
-    waveforms, lengths, _ = batch
-
-    def call() -> object:
-        with torch.inference_mode():
-            return classifier(waveforms, lengths)
-
-    return call
 
 
 @contextmanager
@@ -194,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         del classifier, step
         log(f"{model_name}: inference (merged LoRA)")
         classifier = lora_classifier(model_name, merged=True)
-        call = inference_call(classifier, batch)
+        call = inference_call(classifier, *batch[:2])
         flops = count_flops(call)
         call()
         seconds = [time_once(call) for _ in range(args.repeats)]
