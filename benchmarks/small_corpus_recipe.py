@@ -8,7 +8,7 @@ measurement continues where it stopped. On a 2-core CPU a frozen run of 20 epoch
 10 minutes per corpus and a LoRA run of 6 epochs about an hour.
 
     python benchmarks/small_corpus_recipe.py --out /tmp/recipe                     # frozen settings
-    python benchmarks/small_corpus_recipe.py --out /tmp/recipe --lora --folds 1,2,3
+    python benchmarks/small_corpus_recipe.py --out /tmp/recipe --lora --epochs 3 --only warm-up
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ FROZEN = {
     "frozen, defaults (speaker, rate 0.5)": ("frozen-defaults", ["--method", "frozen"]),
 }
 LORA = {
-    "lora, study's head (--normalization none)": ("lora-none", ["--method", "lora", "--normalization", "none"]),
-    "lora, defaults (speaker, rate 0.5)": ("lora-defaults", ["--method", "lora"]),
+    "lora, defaults (speaker, head warm-up 20 epochs)": ("lora-warmup", ["--method", "lora"]),
+    "lora, random head (--head-warmup-epochs 0)": ("lora-defaults", ["--method", "lora", "--head-warmup-epochs", "0"]),
+    "lora, study's head (--normalization none)": ("lora-none", ["--method", "lora", "--normalization", "none",
+                                                                "--head-warmup-epochs", "0"]),
 }
-EPOCHS = {"frozen": "20", "lora": "6"}
 BASELINES = {
     "MFCC statistics baseline": ("mfcc", []),
     "linear probe (weighted layers)": ("probe", ["--features", BACKBONE]),
@@ -57,8 +58,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the corpora and runs")
     parser.add_argument("--lora", action="store_true", help="measure the LoRA settings instead of the frozen ones")
     parser.add_argument("--folds", help="comma-separated folds of the trained runs (default: all)")
+    parser.add_argument("--epochs", help="epochs of each trained run (default: 20 frozen, 6 LoRA)")
+    parser.add_argument("--only", default="", help="train only the settings whose label contains this text")
     args = parser.parse_args()
-    settings = LORA if args.lora else FROZEN
+    settings = {label: setting for label, setting in (LORA if args.lora else FROZEN).items() if args.only in label}
+    epochs = args.epochs or ("6" if args.lora else "20")
     folds = ["--folds", args.folds] if args.folds else []
     for name, synth in CORPORA.items():
         corpus = args.out / f"corpus{name}"
@@ -71,9 +75,8 @@ def main() -> None:
                 sertune("baseline", str(corpus), *options, "--out", str(out))
             print(f"  {label:<48} {row(out / 'summary.json')}")
         for label, (directory, options) in settings.items():
-            out = args.out / name / directory
+            out = args.out / name / f"{directory}-{epochs}ep"
             if not (out / "summary.json").is_file():
-                epochs = EPOCHS["lora" if args.lora else "frozen"]
                 resume = ["--resume"] if (out / "config.yaml").is_file() else []
                 sertune("train", str(corpus), "--backbone", BACKBONE, "--workers", "0", "--epochs", epochs,
                         *options, *folds, "--out", str(out), *resume)

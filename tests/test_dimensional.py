@@ -136,7 +136,11 @@ def test_a_dimensional_run_saves_ccc_metrics_predictions_and_its_scales(dimensio
                                                                                           "dominance")]
     assert "uar" not in summary["test"] and "dimensions.arousal.ccc" in summary["test"]
     fold = json.loads((dimensional_run / "folds/fold1/metrics.json").read_text())
-    assert [set(row) >= {"dev_ccc", "dev_loss"} and "dev_uar" not in row for row in fold["epochs"]] == [True, True]
+    # epoch 0: the model of the head warm-up (on frozen features), before any LoRA step
+    assert [row["epoch"] for row in fold["epochs"]] == [0, 1, 2]
+    assert all(set(row) >= {"dev_ccc", "dev_loss"} and "dev_uar" not in row for row in fold["epochs"])
+    warmup = json.loads((dimensional_run / "folds/fold1/head_warmup/metrics.json").read_text())
+    assert fold["epochs"][0]["dev_ccc"] == pytest.approx(warmup["dev"]["ccc_mean"], abs=1e-3)
     rows = list(csv.DictReader((dimensional_run / "folds/fold1/predictions.csv").open()))
     assert len(rows) == fold["counts"]["test"]
     # The fold's test metrics are those of its predictions.csv, on the corpus scale.

@@ -19,7 +19,7 @@ def _fold(name: str, n_train: int) -> Fold:
 
 
 def test_step_warning_fires_for_a_tiny_corpus_and_not_for_a_large_one(caplog: pytest.LogCaptureFixture) -> None:
-    config = resolve_config(flags={"train": {"epochs": 10, "batch_size": 32}})
+    config = resolve_config(flags={"train": {"epochs": 10, "batch_size": 32, "head_warmup_epochs": 0}})
     # 384 clips, 4 folds of 8 speakers: 192 train clips -> 6 steps per epoch, 60 in all (the run)
     assert optimiser_steps(config, 192) == 60
     with caplog.at_level(logging.WARNING, logger="sertune.train"):
@@ -32,8 +32,19 @@ def test_step_warning_fires_for_a_tiny_corpus_and_not_for_a_large_one(caplog: py
     assert caplog.text == ""
     assert optimiser_steps(config, 3300) >= MIN_STEPS
     # gradient accumulation and several processes divide the steps
-    accumulated = resolve_config(flags={"train": {"epochs": 10, "batch_size": 32, "grad_accum": 2}})
+    accumulated = resolve_config(flags={"train": {"epochs": 10, "batch_size": 32, "grad_accum": 2,
+                                                  "head_warmup_epochs": 0}})
     assert optimiser_steps(accumulated, 3300, num_processes=2) == 10 * 26
+
+
+def test_the_head_warm_up_counts_towards_the_heads_steps(caplog: pytest.LogCaptureFixture) -> None:
+    lora = resolve_config(flags={"tuning": {"method": "lora"}, "train": {"epochs": 10, "batch_size": 32}})
+    assert lora.train.head_warmup_epochs == 20 and optimiser_steps(lora, 192) == (10 + 20) * 6
+    with caplog.at_level(logging.WARNING, logger="sertune.train"):
+        assert warn_if_few_steps(lora, [_fold("fold1", 192)]) == 180
+    assert "only 180 optimiser steps per fold (10 epochs after 20 of head warm-up, batch 32)" in caplog.text
+    frozen = resolve_config(flags={"tuning": {"method": "frozen"}, "train": {"epochs": 10, "batch_size": 32}})
+    assert optimiser_steps(frozen, 192) == 60  # a frozen run is its own head training: no warm-up
 
 
 def _summary(corpus_dir: str, folds: dict[str, float], *, backbone: str, baseline: bool) -> dict:

@@ -34,9 +34,11 @@ pytestmark = pytest.mark.slow
 
 
 def small_config(corpus: Path, backbone: Path, normalization: str = "global", **train: object) -> RunConfig:
-    """A short LoRA run; `global` normalisation by default, so that a test clip's logits do not depend
-    on which other clips of its speaker were seen (training's evaluation and `predict` agree)."""
-    settings = dict(epochs=3, batch_size=8, eval_batch_size=8, workers=0, max_seconds=2.0, lr=2e-3, seed=3)
+    """A short LoRA run from a random head (tests/test_head_warmup.py has the warm-up); `global`
+    normalisation by default, so that a test clip's logits do not depend on which other clips of its
+    speaker were seen (training's evaluation and `predict` agree)."""
+    settings = dict(epochs=3, batch_size=8, eval_batch_size=8, workers=0, max_seconds=2.0, lr=2e-3, seed=3,
+                    head_warmup_epochs=0)
     settings.update(train)
     return RunConfig(
         corpus=str(corpus), backbone=str(backbone), folds=["1"],
@@ -239,14 +241,17 @@ def test_cli_flags_reach_the_config(tmp_path: Path, small_corpus: Path, tiny_whi
     status, printed, _ = cli([
         "train", str(small_corpus), "--backbone", str(tiny_whisper_dir), "--method", "adapter", "--adapter-dim", "8",
         "--epochs", "1", "--batch-size", "8", "--no-augment", "--workers", "0", "--folds", "fold2",
-        "--max-seconds", "2", "--grad-accum", "2", "--precision", "bf16", "--out", str(out),
+        "--max-seconds", "2", "--grad-accum", "2", "--precision", "bf16", "--head-warmup-epochs", "2",
+        "--out", str(out),
     ])
     assert status == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["tuning"]["method"] == "adapter" and saved["tuning"]["adapter_dim"] == 8
     assert saved["train"]["augment"] is False and saved["folds"] == ["fold2"]
     assert saved["train"]["grad_accum"] == 2 and saved["train"]["precision"] == "bf16"
-    assert math.isfinite(fold_metrics(out, "fold2")["epochs"][0]["train_loss"])
+    assert saved["train"]["head_warmup_epochs"] == 2
+    assert len(json.loads((out / "folds/fold2/head_warmup/metrics.json").read_text())["epochs"]) == 2
+    assert math.isfinite(fold_metrics(out, "fold2")["epochs"][-1]["train_loss"])
     assert "test UAR" in printed
     status, _, error = cli(["train", str(small_corpus), "--out", str(out), "--folds", "9"])
     assert status == 2 and "fold '9' is not in synthetic's protocol (fold1, fold2, fold3, fold4, or 1..4)" in error

@@ -81,6 +81,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
     "train": {
         "epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "eval_batch_size": _AT_LEAST_ONE,
         "grad_accum": _AT_LEAST_ONE, "plateau_patience": Limit(int), "seed": Limit(int, 0), "workers": Limit(int, 0),
+        "head_warmup_epochs": Limit(int, 0),
         "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "betas": Limit(float, 0, 1, high_open=True, count=2),
         "plateau_factor": Limit(float, 0, 1, low_open=True, high_open=True), "min_lr": _NON_NEGATIVE,
         "max_seconds": _POSITIVE, "eval_max_seconds": _POSITIVE,
@@ -141,6 +142,9 @@ class TrainConfig:
     # Opt-in: on the synthetic corpus, batches of similar length kept the head at chance (loss ln 4)
     # where random batches learned, since length carries the emotion there (docs/training.md).
     bucketing: bool = False
+    # Methods that tune the encoder start from a head trained this many epochs on the frozen encoder's
+    # cached features (linear probing, then fine-tuning); 0: from a random head, as the study does.
+    head_warmup_epochs: int = 20
     grad_accum: int = 1
     max_grad_norm: float | None = None
     # "auto" is resolved when the run starts (sertune.precision) and the choice saved in config.yaml.
@@ -183,11 +187,17 @@ class RunConfig:
 
     @property
     def cache_store(self) -> str | None:
-        """What the run keeps in the feature cache: the frozen encoder's layer outputs (`frames`), only
-        their moments for the head's normalisation statistics (`moments`), or nothing (None)."""
-        if self.tuning.method == "frozen" and self.train.feature_cache:
+        """What the run keeps in the feature cache: the frozen encoder's layer outputs (`frames`: a frozen
+        run, or the head warm-up of one that tunes the encoder), only their moments for the head's
+        normalisation statistics (`moments`), or nothing (None)."""
+        if (self.tuning.method == "frozen" or self.warms_up_head) and self.train.feature_cache:
             return "frames"
         return "moments" if self.head.normalization != "none" else None
+
+    @property
+    def warms_up_head(self) -> bool:
+        """Whether each fold first trains the head on frozen features (a method that tunes the encoder)."""
+        return self.train.head_warmup_epochs > 0 and self.tuning.method != "frozen"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML (tuples become lists)."""
@@ -213,7 +223,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "head": {"channels": 256, "dropout": 0.1, "include_embedding": False, "normalization": "none"},
         "train": {"epochs": 30, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-4, "betas": [0.9, 0.98],
                   "plateau_patience": 5, "plateau_factor": 0.5, "min_lr": 5e-5, "class_weights": True,
-                  "max_seconds": 6.0, "augment": True, "bucketing": False},
+                  "max_seconds": 6.0, "augment": True, "bucketing": False, "head_warmup_epochs": 0},
     },
 }
 # The recipe the study's package states for its released models (trained on combined corpora): the

@@ -36,8 +36,8 @@ from sertune.feature_statistics import FeatureStatistics, speaker_statistics
 from sertune.fileio import write_json_atomic, write_text_atomic
 from sertune.inference import Predictor, default_device, load
 from sertune.runs import run_summary
-from sertune.train import FOLDS, SUMMARY, finished_fold, saved_config
-from sertune.trainer import CHECKPOINT, METRICS, PREDICTIONS, predictions_csv
+from sertune.train import FOLDS, SUMMARY, saved_config
+from sertune.trainer import CHECKPOINT, METRICS, PREDICTIONS, finished_fold, predictions_csv
 
 log = logging.getLogger(__name__)
 PARTS = ("all", "test", "dev", "train")

@@ -7,7 +7,6 @@ process writes files. See docs/runs.md for what the run directory holds.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -28,11 +27,12 @@ from sertune.dimensions import corpus_dimensions
 from sertune.errors import SertuneError
 from sertune.fileio import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from sertune.head_config import upgrade_saved_head
+from sertune.head_warmup import warm_up_head
 from sertune.model import EmotionClassifier
 from sertune.model_card import write_run_cards
 from sertune.precision import resolve_precision
 from sertune.runs import run_summary
-from sertune.trainer import CHECKPOINT, METRICS, STATE, EpochCallback, FoldTrainer, TrainingDiverged
+from sertune.trainer import CHECKPOINT, METRICS, STATE, EpochCallback, FoldTrainer, TrainingDiverged, finished_fold
 
 log = logging.getLogger(__name__)
 CONFIG, SUMMARY, FOLDS = "config.yaml", "summary.json", "folds"
@@ -112,10 +112,12 @@ def check_folds(corpus: Corpus, folds: list[Fold], *, allow_speaker_overlap: boo
 
 
 def optimiser_steps(config: RunConfig, train_clips: int, num_processes: int = 1) -> int:
-    """How many optimiser steps training on `train_clips` clips takes with `config`'s epochs and batches."""
+    """How many optimiser steps the head takes on `train_clips` clips with `config`'s epochs and batches
+    (the head warm-up's included)."""
     tc = config.train
     batches = math.ceil(train_clips / (tc.batch_size * num_processes))
-    return tc.epochs * math.ceil(batches / tc.grad_accum)
+    epochs = tc.epochs + (tc.head_warmup_epochs if config.warms_up_head else 0)
+    return epochs * math.ceil(batches / tc.grad_accum)
 
 
 def warn_if_few_steps(config: RunConfig, folds: list[Fold], num_processes: int = 1) -> int | None:
@@ -124,11 +126,12 @@ def warn_if_few_steps(config: RunConfig, folds: list[Fold], num_processes: int =
     if steps >= MIN_STEPS:
         return None
     tc = config.train
+    warmup = f" after {tc.head_warmup_epochs} of head warm-up" if config.warms_up_head else ""
     log.warning(
-        "this run takes only %d optimiser steps per fold (%d epochs, batch %d): a small corpus needs more steps "
+        "this run takes only %d optimiser steps per fold (%d epochs%s, batch %d): a small corpus needs more steps "
         "than the study's recipe gives it; heads trained for fewer than %d steps often stay near chance or lose "
         "to the linear probe. Consider more --epochs or a smaller --batch-size (docs/training.md).",
-        steps, tc.epochs, tc.batch_size * tc.grad_accum, MIN_STEPS,
+        steps, tc.epochs, warmup, tc.batch_size * tc.grad_accum, MIN_STEPS,
     )
     return steps
 
@@ -169,24 +172,15 @@ def saved_config(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SertuneError(f"{path} not found: {out} is not a run directory to resume")
     settings = read_yaml(path)
+    if isinstance(settings.get("train"), dict):
+        # Runs saved before the head warm-up existed trained from a random head: resume them that way.
+        settings["train"].setdefault("head_warmup_epochs", 0)
     if isinstance(settings.get("head"), dict):
         try:
             upgrade_saved_head(settings["head"])
         except ValueError as error:
             raise SertuneError(f"{path}: {error}") from None
     return settings
-
-
-def finished_fold(directory: Path) -> dict[str, Any] | None:
-    """The fold's metrics if it completed, else None."""
-    path = directory / METRICS
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None  # written atomically, so this is damage from outside: retrain the fold
-    return metrics if metrics.get("complete") else None
 
 
 def make_accelerator(precision: str) -> Accelerator:
@@ -244,8 +238,12 @@ def train_run(
             log.info("fold %s already finished; skipping", fold.name)
             results[fold.name] = done
             continue
+        start_head = None
+        if config.warms_up_head and not (directory / STATE).is_file():
+            set_seed(tc.seed)
+            start_head = warm_up_head(accelerator, config, corpus, fold, index, directory)
         set_seed(tc.seed)
-        trainer = FoldTrainer(accelerator, config, corpus, fold, index, directory, on_epoch_end)
+        trainer = FoldTrainer(accelerator, config, corpus, fold, index, directory, on_epoch_end, start_head)
         try:
             results[fold.name] = trainer.run()
         except TrainingDiverged as error:

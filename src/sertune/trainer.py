@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import shutil
 import time
@@ -88,7 +89,11 @@ class FoldTrainer:
         fold_index: int,
         directory: Path,
         on_epoch_end: EpochCallback | None = None,
+        start_head: dict[str, torch.Tensor] | None = None,
+        stage: str = "",
     ) -> None:
+        """`start_head`: the head's tensors to start from (the head warm-up's); the fold then scores its
+        starting model on dev as epoch 0. `stage` names a preliminary stage in progress bars."""
         self.accelerator = accelerator
         self.config = config
         self.train_config = config.train
@@ -97,6 +102,7 @@ class FoldTrainer:
         self.fold_index = fold_index
         self.directory = directory
         self.on_epoch_end = on_epoch_end
+        self.label = f"{fold.name} {stage}".strip()
         task = config.task
         # The classes the model predicts (none in a dimensional run), and its dimensions with their scales.
         self.labels = corpus.labels if task.classifies else []
@@ -106,7 +112,8 @@ class FoldTrainer:
         backbone = load_backbone(config.backbone, device=accelerator.device)
         self.sample_rate = backbone.sample_rate
         store = config.cache_store
-        self.uses_cache = store == "frames"
+        # Training reads cached frames only when the encoder stays frozen (a warm-up's frames serve its own stage).
+        self.uses_cache = store == "frames" and config.tuning.method == "frozen"
         # Cached features are memory-mapped arrays with nothing to decode: worker processes only cost
         # their start-up and compete for the cores (30 cached epochs: 142 s in-process vs 190 s with 2).
         self.loader_workers = 0 if self.uses_cache else self.train_config.workers
@@ -146,6 +153,9 @@ class FoldTrainer:
         self.normalizer = SpeakerNormalizer(cache, parts, normalization) if normalization != "none" else None
         if self.normalizer is not None:
             self.classifier.head.set_statistics(*self.normalizer.training_statistics(accelerator.device))
+        self.starts_trained = start_head is not None
+        if start_head is not None:
+            self.classifier.head.load_state_dict(start_head)
         self.splits = self._build_splits(parts, cache)
         self.sample_weights = training_weights(parts["train"], self.train_config.balance)
         train_labels = [corpus.labels.index(u.label) for u in parts["train"]]
@@ -215,7 +225,7 @@ class FoldTrainer:
         missing = cache.missing(utterances, store)
         if missing:
             what = "features" if store == "frames" else "feature statistics"
-            with progress_bar(len(missing), f"{self.fold.name} caching {what}", "clip",
+            with progress_bar(len(missing), f"{self.label} caching {what}", "clip",
                               disable=not accelerator.is_main_process) as bar:
                 backbone.eval()
                 cache.fill(
@@ -268,7 +278,7 @@ class FoldTrainer:
         began = time.perf_counter()
         total, count = 0.0, 0
         steps = len(sampler)
-        bar = progress_bar(steps, f"{self.fold.name} epoch {epoch}/{tc.epochs}", "step",
+        bar = progress_bar(steps, f"{self.label} epoch {epoch}/{tc.epochs}", "step",
                            disable=not accelerator.is_main_process, leave=False)
         for step, batch in enumerate(make_loader(split.dataset, sampler, split.collate, self.loader_workers)):
             if batch is None:
@@ -298,8 +308,7 @@ class FoldTrainer:
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.accelerator.device)
         if float(self.accelerator.reduce(bad, "sum")) > 0:
-            best = self.best["epoch"]
-            kept = f"the checkpoint of epoch {best} is kept" if best else "nothing was saved"
+            kept = f"the checkpoint of epoch {self.best['epoch']} is kept" if self.best["dev"] else "nothing was saved"
             raise TrainingDiverged(
                 f"fold {self.fold.name}, epoch {epoch}, step {step + 1}: the training loss is {loss.item()}; "
                 f"the fold stopped ({kept}). Lower --lr, try --precision no, or check the clips of this fold."
@@ -378,7 +387,8 @@ class FoldTrainer:
 
     # -- the fold ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Train all epochs (continuing a killed fold), then test the best-dev-UAR epoch."""
+        """Train all epochs (continuing a killed fold), then test the best-dev-UAR epoch (0: the starting model
+        of a warmed-up head)."""
         from torch.utils.tensorboard import SummaryWriter
 
         start = self._resume()
@@ -387,27 +397,12 @@ class FoldTrainer:
             if self.accelerator.is_main_process else None
         )
         try:
+            if self.starts_trained and not self.history:
+                self._end_epoch(0, None, 0.0, time.perf_counter(), writer)  # the starting model, untuned
             for epoch in range(start + 1, self.train_config.epochs + 1):
                 began = time.perf_counter()
                 train_loss, train_seconds = self._train_epoch(epoch)
-                dev = self._predict("dev")
-                dev_loss = dev.loss(self.objective)
-                dev_metrics = self._score(dev, "dev")
-                lr = self.optimizer.param_groups[0]["lr"]
-                if self.scheduler is not None:
-                    self.scheduler.step(dev_loss)
-                row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
-                       **({"dev_uar": dev_metrics["uar"]} if self.labels else {}),
-                       **({"dev_ccc": dev_metrics["ccc_mean"]} if self.dimensions else {}),
-                       "lr": lr, "train_seconds": train_seconds, "seconds": time.perf_counter() - began}
-                self.history.append(row)
-                self._select(epoch, dev_metrics)
-                if writer is not None:
-                    for key in ("train_loss", "dev_loss", "dev_uar", "dev_ccc", "lr"):
-                        if row.get(key) is not None:
-                            writer.add_scalar(key, row[key], epoch)
-                    writer.flush()
-                self.accelerator.wait_for_everyone()
+                self._end_epoch(epoch, train_loss, train_seconds, began, writer)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self.fold.name, epoch)
         finally:
@@ -415,12 +410,35 @@ class FoldTrainer:
                 writer.close()
         return self._finish()
 
+    def _end_epoch(
+        self, epoch: int, train_loss: float | None, train_seconds: float, began: float, writer: Any
+    ) -> None:
+        """Score the model on dev, step the schedule, record the epoch and keep its checkpoint if it is the best."""
+        dev = self._predict("dev")
+        dev_loss = dev.loss(self.objective)
+        dev_metrics = self._score(dev, "dev")
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None and train_loss is not None:
+            self.scheduler.step(dev_loss)
+        row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+               **({"dev_uar": dev_metrics["uar"]} if self.labels else {}),
+               **({"dev_ccc": dev_metrics["ccc_mean"]} if self.dimensions else {}),
+               "lr": lr, "train_seconds": train_seconds, "seconds": time.perf_counter() - began}
+        self.history.append(row)
+        self._select(epoch, dev_metrics)
+        if writer is not None:
+            for key in ("train_loss", "dev_loss", "dev_uar", "dev_ccc", "lr"):
+                if row.get(key) is not None:
+                    writer.add_scalar(key, row[key], epoch)
+            writer.flush()
+        self.accelerator.wait_for_everyone()
+
     def _select(self, epoch: int, dev_metrics: dict[str, Any]) -> None:
         """Keep this epoch's checkpoint if its dev score is the best so far (the first epoch's in any case:
         a dev part with an undefined score, e.g. constant attribute scores, must still leave a model)."""
         value = selection_score(dev_metrics)
         best = self.best["score"]
-        improved = self.best["epoch"] == 0 or (value is not None and (best is None or value > best))
+        improved = self.best["dev"] is None or (value is not None and (best is None or value > best))
         if improved:
             self.best = {"epoch": epoch, "score": value, "dev": dev_metrics}
         self._save_epoch(epoch, improved)
@@ -459,6 +477,18 @@ class FoldTrainer:
             shutil.rmtree(self.directory / STATE_DIR, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return result
+
+
+def finished_fold(directory: Path) -> dict[str, Any] | None:
+    """The fold's metrics if it completed, else None."""
+    path = directory / METRICS
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # written atomically, so this is damage from outside: retrain the fold
+    return metrics if metrics.get("complete") else None
 
 
 def training_weights(utterances: list[Utterance], balance: str) -> np.ndarray | None:

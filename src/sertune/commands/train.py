@@ -42,6 +42,8 @@ TRAIN_HELP = {
     "balance": "draw training clips so that each source corpus, class or (corpus, class) pair is equally "
     "frequent (a combined corpus); the class-weighted loss still applies unless --no-class-weights",
     "bucketing": "batch clips of similar length together",
+    "head_warmup_epochs": "methods that tune the encoder start from a head trained this many epochs on the frozen "
+    "encoder's cached features (0: from a random head, the study's recipe)",
     "grad_accum": "batches per optimizer step",
     "max_grad_norm": "clip gradients to this norm (default: no clipping)",
     "precision": "mixed precision; auto: bf16 where the hardware computes it natively, else fp16 on a GPU, no on a CPU",
