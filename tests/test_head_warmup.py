@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sertune.config import TuningConfig, resolve_config
-from sertune.train import train_run
+from sertune.config import TuningConfig, config_from_dict, resolve_config
+from sertune.train import saved_config, train_run
 from sertune.trainer import FoldTrainer
 from test_train import fold_metrics, small_config
 
@@ -89,3 +89,10 @@ def test_frozen_runs_and_the_study_recipe_have_no_warm_up(tmp_path: Path, small_
     train_run(config, tmp_path / "frozen")
     assert not (tmp_path / "frozen" / WARMUP).exists()
     assert [row["epoch"] for row in fold_metrics(tmp_path / "frozen")["epochs"]] == [1]
+
+
+def test_a_run_saved_before_the_warm_up_existed_resumes_without_one(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("corpus: c\ntuning: {method: lora}\ntrain: {epochs: 3}\n")
+    settings = saved_config(tmp_path)
+    assert settings["train"] == {"epochs": 3, "head_warmup_epochs": 0}
+    assert not config_from_dict(settings).warms_up_head
