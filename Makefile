@@ -41,7 +41,7 @@ test: install system-deps lint
 # cached features (globally and per speaker standardised), and LoRA; the report; predictions for clips of fold1's test speakers (spk05, spk10). DEMO_PRECISION=auto
 # is fp32 unless the CPU has native bf16 (AMX / AVX-512-BF16). `make demo` deletes $(DEMO)/ first.
 DEMO_FOLDS ?= fold1
-DEMO_EPOCHS ?= 5
+DEMO_EPOCHS ?= 4
 DEMO_FROZEN_EPOCHS ?= 30
 DEMO_PRECISION ?= auto
 DEMO_BACKBONE := whisper-tiny.en
@@ -68,7 +68,8 @@ demo: install system-deps
 	@echo "    the second one first standardises each speaker's features over that speaker's own clips."
 	@echo "  frozen: layer outputs standardised per speaker, then the study's head (weighted layer sum,"
 	@echo "    1x1 convolutions, pooling, 2 linear layers); the encoder frozen."
-	@echo "  lora: the same head plus rank-16 LoRA in every feed-forward block of the encoder."
+	@echo "  lora: the same head plus rank-16 LoRA in every feed-forward block of the encoder, tuned from a head"
+	@echo "    first trained 20 epochs on the frozen features (its epoch 0; kept if no LoRA epoch beats it on dev)."
 	@echo "  One clip is 0.5 points of UAR on this fold: differences of a few points are noise. See README, Quick start."
 	@echo
 	$(SERTUNE) predict $(DEMO_RUN)-frozen $(DEMO)/corpus/audio/spk05-*-003.flac

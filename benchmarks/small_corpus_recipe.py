@@ -5,7 +5,8 @@ and the linear probe (global and per-speaker normalisation) on all folds, trains
 setting of `sertune train` with Whisper tiny.en, and prints one row per setting: test UAR per fold,
 mean and sample std. Runs that already finished in `--out` are read back, so an interrupted
 measurement continues where it stopped. On a 2-core CPU a frozen run of 20 epochs takes about
-10 minutes per corpus and a LoRA run of 6 epochs about an hour.
+10 minutes per corpus, a LoRA run of 6 epochs from a random head about an hour, and the default
+LoRA run (a 20-epoch head warm-up on cached features, then 4 LoRA epochs) about 50 minutes.
 
     python benchmarks/small_corpus_recipe.py --out /tmp/recipe                     # frozen settings
     python benchmarks/small_corpus_recipe.py --out /tmp/recipe --lora --epochs 3 --only warm-up
